@@ -1,0 +1,14 @@
+//! Compiles `proto/cri/api.proto` (CRI runtime.v1) into Rust with tonic.
+//!
+//! `protox` parses the .proto in pure Rust, so a fresh machine needs no system
+//! `protoc`; the resulting descriptor set goes straight to tonic-prost-build.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile(["cri/api.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! The daemon's configuration: a TOML file whose every key is optional.
+//!
+//! The commented default file (`deploy/crius.toml`) is embedded in the binary; it is what
+//! `criusd config default` prints and a unit test proves it parses to [`Config::default`].
+//! Parsing rejects unknown keys (serde `deny_unknown_fields`), then [`Config::validate`]
+//! checks values that types alone cannot (absolute paths, mirror URLs), so an error always
+//! names the file and the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where criusd looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/crius/crius.toml";
+
+/// The commented default configuration, byte for byte as shipped in `deploy/`.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../deploy/crius.toml");
+
+/// A configuration file that could not be used; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid config file {path}: key `{key}`: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Path of the unix socket serving the CRI services.
+    pub listen: PathBuf,
+    /// Persistent state directory.
+    pub root: PathBuf,
+    /// Volatile runtime state directory.
+    pub state: PathBuf,
+    pub log_level: LogLevel,
+    pub log_format: LogFormat,
+    pub cgroup_driver: CgroupDriver,
+    /// Per-registry settings keyed by registry host (`docker.io`, `127.0.0.1:5000`).
+    pub registries: BTreeMap<String, RegistryConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: PathBuf::from("/run/crius/crius.sock"),
+            root: PathBuf::from("/var/lib/crius"),
+            state: PathBuf::from("/run/crius"),
+            log_level: LogLevel::Info,
+            log_format: LogFormat::Text,
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            registries: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The cgroup driver; kubelet's `--cgroup-driver` must match what RuntimeConfig reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Endpoints (`http://host:port` or `https://host[/path]`) tried in order before the
+    /// registry itself.
+    pub mirrors: Vec<String>,
+    /// Never contact the registry itself, only its mirrors.
+    pub mirrors_only: bool,
+    /// Allow plain HTTP and unverified TLS for this registry.
+    pub insecure: bool,
+}
+
+impl Config {
+    /// Loads `path`. A missing file at the default path means "all defaults"; a missing file
+    /// that the operator named explicitly is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses and validates TOML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        config
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: returns the offending key and why.
+    fn validate(&self) -> Result<(), (String, String)> {
+        for (key, dir) in [
+            ("listen", &self.listen),
+            ("root", &self.root),
+            ("state", &self.state),
+        ] {
+            if !dir.is_absolute() {
+                return Err((
+                    key.to_string(),
+                    format!("{} is not an absolute path", dir.display()),
+                ));
+            }
+        }
+        if self.root == self.state {
+            return Err((
+                "state".to_string(),
+                "must differ from `root`: runtime state is wiped on reboot, root is not"
+                    .to_string(),
+            ));
+        }
+        for (host, registry) in &self.registries {
+            registry.validate(host)?;
+        }
+        Ok(())
+    }
+}
+
+impl RegistryConfig {
+    fn validate(&self, host: &str) -> Result<(), (String, String)> {
+        let key = |field: &str| format!("registries.\"{host}\".{field}");
+        if host.is_empty()
+            || host.contains("://")
+            || host.contains('/')
+            || host.contains(char::is_whitespace)
+        {
+            return Err((
+                format!("registries.\"{host}\""),
+                "a registry is named by its host and optional port, e.g. \"docker.io\" or \"127.0.0.1:5000\"".to_string(),
+            ));
+        }
+        for (index, mirror) in self.mirrors.iter().enumerate() {
+            validate_endpoint(mirror)
+                .map_err(|reason| (key(&format!("mirrors[{index}]")), reason))?;
+        }
+        if self.mirrors_only && self.mirrors.is_empty() {
+            return Err((
+                key("mirrors_only"),
+                "is true but no mirrors are configured".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A mirror is an absolute http(s) URL with a host and no query or fragment.
+fn validate_endpoint(endpoint: &str) -> Result<(), String> {
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|err| format!("{endpoint:?} is not a URL: {err}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("{endpoint:?} must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{endpoint:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("{endpoint:?} must not have a query"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/crius/test.toml"))
+    }
+
+    #[test]
+    fn embedded_default_file_equals_the_built_in_defaults() {
+        assert_eq!(parse(DEFAULT_CONFIG_TOML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn registry_section_parses() {
+        let config = parse(
+            r#"
+            [registries."docker.io"]
+            mirrors = ["http://127.0.0.1:5000", "https://mirror.example/v2-cache"]
+            mirrors_only = true
+            [registries."127.0.0.1:5000"]
+            insecure = true
+            "#,
+        )
+        .unwrap();
+        let docker = &config.registries["docker.io"];
+        assert_eq!(docker.mirrors.len(), 2);
+        assert!(docker.mirrors_only && !docker.insecure);
+        assert!(config.registries["127.0.0.1:5000"].insecure);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let err = parse("lisen = \"/tmp/x.sock\"").unwrap_err().to_string();
+        assert!(err.contains("/etc/crius/test.toml"), "{err}");
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn unknown_registry_key_is_named() {
+        let err = parse("[registries.\"docker.io\"]\nmirror = []")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mirror"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (text, key) in [
+            ("log_level = \"loud\"", "log_level"),
+            ("log_format = \"xml\"", "log_format"),
+            ("cgroup_driver = \"systemd\"", "cgroup_driver"),
+            ("root = \"relative/dir\"", "root"),
+            ("listen = 5", "listen"),
+            ("state = \"/var/lib/crius\"", "state"),
+            (
+                "[registries.\"docker.io\"]\nmirrors = [\"ftp://x\"]",
+                "registries.\"docker.io\".mirrors[0]",
+            ),
+            (
+                "[registries.\"docker.io\"]\nmirrors = [\"not a url\"]",
+                "registries.\"docker.io\".mirrors[0]",
+            ),
+            (
+                "[registries.\"docker.io\"]\nmirrors_only = true",
+                "registries.\"docker.io\".mirrors_only",
+            ),
+            (
+                "[registries.\"https://docker.io\"]\ninsecure = true",
+                "registries.\"https://docker.io\"",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?} gave {err}");
+            assert!(err.contains("/etc/crius/test.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_missing_explicit_file_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("crius-config-test-{}", std::process::id()));
+        let missing = dir.join("nope.toml");
+        assert_eq!(Config::load(&missing, false).unwrap(), Config::default());
+        let err = Config::load(&missing, true).unwrap_err().to_string();
+        assert!(err.contains("nope.toml"), "{err}");
+    }
+}

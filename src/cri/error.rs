@@ -1,0 +1,33 @@
+//! The errors a CRI RPC can end with. `service.rs` maps each kind to exactly one gRPC code;
+//! messages name the RPC, object or request field involved.
+
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    /// The RPC is part of the API but its capability has not landed in crius yet.
+    #[error("{rpc} is not implemented by crius yet")]
+    Unimplemented { rpc: &'static str },
+    /// A request field is missing or malformed; `field` is its path in the request.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    /// crius failed at something the request did not cause; `what` says what it was doing.
+    #[error("internal error while {what}: {reason}")]
+    Internal { what: &'static str, reason: String },
+}
+
+impl CriError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> CriError {
+        CriError::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The gRPC code kubelet sees for this error.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            CriError::Unimplemented { .. } => tonic::Code::Unimplemented,
+            CriError::InvalidArgument { .. } => tonic::Code::InvalidArgument,
+            CriError::Internal { .. } => tonic::Code::Internal,
+        }
+    }
+}

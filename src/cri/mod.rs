@@ -1,0 +1,41 @@
+//! The CRI gRPC services: kubelet's and crictl's way into crius.
+//!
+//! - [`api`]: types and service traits generated from `proto/cri/api.proto` (runtime.v1).
+//! - [`service`]: the only trait implementations. Each RPC goes through one wrapper that
+//!   opens a span, logs the outcome and maps [`CriError`] to a gRPC status; the RPC's
+//!   work is a method of [`Cri`] in the file of its group (`runtime_info`, later
+//!   `sandbox_run`, `container_create`, `image_pull`, ...).
+//! - [`client`]: a client for the same socket, shared by the CLI, tests and benchmarks.
+
+pub mod api;
+pub mod client;
+mod error;
+mod runtime_info;
+pub mod service;
+
+use std::sync::Mutex;
+
+use crate::config::Config;
+
+pub use error::CriError;
+
+/// Name reported as `runtime_name` by Version, and by `crictl version`.
+pub const RUNTIME_NAME: &str = "crius";
+/// The CRI API version crius serves.
+pub const RUNTIME_API_VERSION: &str = "v1";
+
+/// Everything the RPCs work on. One instance per daemon, shared by both gRPC services.
+pub struct Cri {
+    config: Config,
+    /// Pod CIDR(s) kubelet last sent through UpdateRuntimeConfig; empty until then.
+    pod_cidr: Mutex<String>,
+}
+
+impl Cri {
+    pub fn new(config: Config) -> Cri {
+        Cri {
+            config,
+            pod_cidr: Mutex::new(String::new()),
+        }
+    }
+}

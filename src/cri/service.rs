@@ -1,0 +1,194 @@
+//! The gRPC face of crius: the only implementations of the generated `RuntimeService` and
+//! `ImageService` traits.
+//!
+//! Every RPC runs through [`rpc`], which opens a span named after the RPC (handlers record
+//! the `id` and `name` of the object they act on), logs the outcome with its duration and
+//! turns a [`CriError`] into a `tonic::Status` — the one place where errors meet gRPC codes.
+//! RPCs whose capability has not landed answer `UNIMPLEMENTED` naming themselves; they
+//! are listed at the end of each impl so that landing one means moving it up.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::api::image_service_server::{ImageService, ImageServiceServer};
+use super::api::runtime_service_server::{RuntimeService, RuntimeServiceServer};
+use super::api::*;
+use super::{Cri, CriError};
+
+/// kubelet's CRI client accepts messages up to 16 MiB; serve the same so that large
+/// ListContainers answers get through.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+type RpcResult<T> = Result<Response<T>, Status>;
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Both CRI services over one shared [`Cri`]; cheap to clone.
+#[derive(Clone)]
+pub struct CriService {
+    cri: Arc<Cri>,
+}
+
+impl CriService {
+    pub fn new(cri: Arc<Cri>) -> CriService {
+        CriService { cri }
+    }
+
+    pub fn runtime_server(&self) -> RuntimeServiceServer<CriService> {
+        RuntimeServiceServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    pub fn image_server(&self) -> ImageServiceServer<CriService> {
+        ImageServiceServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+/// Runs one RPC inside its span, logs how it ended and maps the error to a gRPC status.
+async fn rpc<T>(
+    name: &'static str,
+    work: impl Future<Output = Result<T, CriError>>,
+) -> RpcResult<T> {
+    let span = tracing::info_span!(
+        "rpc",
+        rpc = name,
+        id = tracing::field::Empty,
+        name = tracing::field::Empty
+    );
+    let started = Instant::now();
+    let result = work.instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let _entered = span.enter();
+    match result {
+        Ok(response) => {
+            tracing::debug!(?elapsed, "ok");
+            Ok(Response::new(response))
+        }
+        Err(err) => {
+            let code = err.code();
+            match err {
+                CriError::Internal { .. } => tracing::error!(?elapsed, ?code, "{err}"),
+                _ => tracing::info!(?elapsed, ?code, "{err}"),
+            }
+            Err(Status::new(code, err.to_string()))
+        }
+    }
+}
+
+/// Emits a service impl: the hand-written methods, then one `UNIMPLEMENTED` method per RPC
+/// listed under `unimplemented` (unary) and `streaming` (server-streaming, with the name
+/// of the trait's associated stream type). The trait attribute goes on the whole output so
+/// that async-trait sees the generated methods too.
+macro_rules! cri_service_impl {
+    (
+        $(#[$attr:meta])*
+        impl $service:ident for $type:ty { $($method:item)* }
+        unimplemented { $($unary:ident($unary_req:ty) -> $unary_resp:ty = $unary_rpc:literal;)* }
+        streaming { $($streaming:ident($stream_req:ty) -> $stream_type:ident<$stream_resp:ty> = $stream_rpc:literal;)* }
+    ) => {
+        $(#[$attr])*
+        impl $service for $type {
+            $($method)*
+            $(
+                async fn $unary(&self, _request: Request<$unary_req>) -> RpcResult<$unary_resp> {
+                    rpc($unary_rpc, async { Err(CriError::Unimplemented { rpc: $unary_rpc }) }).await
+                }
+            )*
+            $(
+                type $stream_type = ResponseStream<$stream_resp>;
+                async fn $streaming(&self, _request: Request<$stream_req>) -> RpcResult<Self::$stream_type> {
+                    rpc($stream_rpc, async { Err(CriError::Unimplemented { rpc: $stream_rpc }) }).await
+                }
+            )*
+        }
+    };
+}
+
+cri_service_impl! {
+    #[tonic::async_trait]
+    impl RuntimeService for CriService {
+        async fn version(&self, _request: Request<VersionRequest>) -> RpcResult<VersionResponse> {
+            rpc("Version", async { Ok(self.cri.version()) }).await
+        }
+
+        async fn status(&self, request: Request<StatusRequest>) -> RpcResult<StatusResponse> {
+            rpc("Status", async { self.cri.status(request.get_ref()) }).await
+        }
+
+        async fn runtime_config(
+            &self,
+            _request: Request<RuntimeConfigRequest>,
+        ) -> RpcResult<RuntimeConfigResponse> {
+            rpc("RuntimeConfig", async { Ok(self.cri.runtime_config()) }).await
+        }
+
+        async fn update_runtime_config(
+            &self,
+            request: Request<UpdateRuntimeConfigRequest>,
+        ) -> RpcResult<UpdateRuntimeConfigResponse> {
+            rpc("UpdateRuntimeConfig", async {
+                self.cri.update_runtime_config(request.get_ref())?;
+                Ok(UpdateRuntimeConfigResponse {})
+            })
+            .await
+        }
+    }
+    unimplemented {
+        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox";
+        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox";
+        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox";
+        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus";
+        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox";
+        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
+        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
+        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";
+        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer";
+        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers";
+        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus";
+        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
+        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
+        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
+        exec(ExecRequest) -> ExecResponse = "Exec";
+        attach(AttachRequest) -> AttachResponse = "Attach";
+        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
+        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
+        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
+        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
+        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
+        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
+        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
+        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
+        update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse = "UpdatePodSandboxResources";
+    }
+    streaming {
+        stream_pod_sandboxes(StreamPodSandboxesRequest) -> StreamPodSandboxesStream<StreamPodSandboxesResponse> = "StreamPodSandboxes";
+        stream_containers(StreamContainersRequest) -> StreamContainersStream<StreamContainersResponse> = "StreamContainers";
+        stream_container_stats(StreamContainerStatsRequest) -> StreamContainerStatsStream<StreamContainerStatsResponse> = "StreamContainerStats";
+        stream_pod_sandbox_stats(StreamPodSandboxStatsRequest) -> StreamPodSandboxStatsStream<StreamPodSandboxStatsResponse> = "StreamPodSandboxStats";
+        get_container_events(GetEventsRequest) -> GetContainerEventsStream<ContainerEventResponse> = "GetContainerEvents";
+        stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> StreamPodSandboxMetricsStream<StreamPodSandboxMetricsResponse> = "StreamPodSandboxMetrics";
+    }
+}
+
+cri_service_impl! {
+    #[tonic::async_trait]
+    impl ImageService for CriService {}
+    unimplemented {
+        list_images(ListImagesRequest) -> ListImagesResponse = "ListImages";
+        image_status(ImageStatusRequest) -> ImageStatusResponse = "ImageStatus";
+        pull_image(PullImageRequest) -> PullImageResponse = "PullImage";
+        remove_image(RemoveImageRequest) -> RemoveImageResponse = "RemoveImage";
+        image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse = "ImageFsInfo";
+    }
+    streaming {
+        stream_images(StreamImagesRequest) -> StreamImagesStream<StreamImagesResponse> = "StreamImages";
+    }
+}

@@ -1,0 +1,21 @@
+//! crius — a container runtime for Kubernetes nodes, serving the CRI `runtime.v1` API.
+//!
+//! Module map (see `DESIGN.md` in the shared design notes and the README's architecture picture):
+//!
+//! - [`config`]: the daemon's TOML configuration, its embedded defaults and validation.
+//! - [`daemon`]: start-up and shutdown of `criusd`: state directories, the root lock, the
+//!   unix socket and the gRPC server.
+//! - [`cri`]: the CRI gRPC services — generated API types, request validation, error
+//!   mapping, and one file per RPC group that orchestrates the layers below.
+//! - [`cli`]: the `crius` command line client's verbs.
+//! - [`logging`]: the `tracing` subscriber (text or JSON).
+//!
+//! Dependency rule: `bin → {cli, daemon} → cri → {store, image, snapshot, shim, network,
+//! cgroups, runtime}`. Nothing below `cri` imports the generated CRI types, and `image`,
+//! `network` and `cgroups` never import `cri`.
+
+pub mod cli;
+pub mod config;
+pub mod cri;
+pub mod daemon;
+pub mod logging;

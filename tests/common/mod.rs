@@ -1,0 +1,240 @@
+//! The integration tests' harness: a real `criusd` process on a temp socket, root and state
+//! dir, a CRI client connected to it as kubelet connects, a real registry
+//! ([`registry`]) and test images built deterministically by the tests ([`images`]).
+//!
+//! Teardown kills only what the harness started, by PID, and asserts that nothing the
+//! daemon created outlived it: no mount and no process left under its directories.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crius::cri::client::CriClient;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// How long a daemon may take to start serving or to stop.
+const DAEMON_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running criusd with its own directories; stopped and checked for leaks on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+#[allow(dead_code)]
+impl Daemon {
+    /// Starts criusd with the harness's paths and debug logs.
+    pub fn start() -> Daemon {
+        Daemon::start_with("")
+    }
+
+    /// Starts criusd; `extra` is appended to the harness's config (top-level keys must come
+    /// before any table in it).
+    pub fn start_with(extra: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("crius-test-")
+            .tempdir()
+            .expect("create daemon temp dir");
+        let config = format!(
+            "listen = \"{0}/crius.sock\"\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n{1}\n",
+            dir.path().display(),
+            extra
+        );
+        let config = if extra.contains("log_level") {
+            config
+        } else {
+            format!("log_level = \"debug\"\n{config}")
+        };
+        std::fs::write(dir.path().join("crius.toml"), config).expect("write daemon config");
+        let mut daemon = Daemon { child: None, dir };
+        daemon.spawn();
+        daemon
+    }
+
+    /// (Re)starts the daemon process on this daemon's directories and waits for the socket.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open daemon log");
+        let child = Command::new(env!("CARGO_BIN_EXE_criusd"))
+            .arg("--config")
+            .arg(self.config_path())
+            .env_remove("CRIUS_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn criusd");
+        self.child = Some(child);
+        let deadline = Instant::now() + DAEMON_TIMEOUT;
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
+            if let Some(status) = self.child_mut().try_wait().expect("poll criusd") {
+                panic!("criusd exited during start-up ({status}):\n{}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "criusd did not serve within {DAEMON_TIMEOUT:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A fresh CRI client on the daemon's socket.
+    pub async fn client(&self) -> CriClient {
+        CriClient::connect(&self.address())
+            .await
+            .expect("connect to criusd")
+    }
+
+    /// `unix://` address of the socket, as kubelet is given it.
+    pub fn address(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("crius.sock")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("crius.toml")
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("criusd.log")
+    }
+
+    /// Everything the daemon printed so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon not running").id()
+    }
+
+    /// Sends `signal` and waits for the daemon to exit.
+    pub fn stop_with(&mut self, signal: Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon not running");
+        kill(Pid::from_raw(child.id() as i32), signal).expect("signal criusd");
+        let deadline = Instant::now() + DAEMON_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for criusd") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "criusd did not exit within {DAEMON_TIMEOUT:?} of {signal}:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Graceful stop as systemd does it: SIGTERM, and the daemon must exit 0.
+    pub fn stop(&mut self) {
+        let status = self.stop_with(Signal::SIGTERM);
+        assert!(
+            status.success(),
+            "criusd exited with {status} on SIGTERM:\n{}",
+            self.logs()
+        );
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("daemon not running")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // A failed assertion while already unwinding would abort the whole test binary.
+        if !std::thread::panicking() {
+            assert_nothing_left_under(self.dir.path());
+        }
+    }
+}
+
+/// Asserts that no mount point and no process refers to anything under `dir`.
+pub fn assert_nothing_left_under(dir: &Path) {
+    let dir = dir.to_string_lossy().into_owned();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    let leaked_mounts: Vec<&str> = mountinfo
+        .lines()
+        .filter(|line| {
+            line.split(' ')
+                .nth(4)
+                .is_some_and(|point| point.starts_with(&dir))
+        })
+        .collect();
+    assert!(
+        leaked_mounts.is_empty(),
+        "mounts left under {dir}: {leaked_mounts:#?}"
+    );
+    let leaked_processes = processes_mentioning(&dir);
+    assert!(
+        leaked_processes.is_empty(),
+        "processes left under {dir}: {leaked_processes:#?}"
+    );
+}
+
+/// `pid: cmdline` of every process (but this one) whose command line contains `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        // A process may exit between readdir and read: that is not a leak.
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(format!("{name}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// Runs one of the crate's binaries to completion: (exit status, stdout, stderr).
+pub fn run_binary(path: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    let output = Command::new(path)
+        .args(args)
+        .env_remove("CRIUS_ADDRESS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("run {path}: {err}"));
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

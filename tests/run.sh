@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs the whole crius test suite on a Debian machine, as root.
+#
+# Installs the Debian packages the tests need when they are missing (the real registry,
+# skopeo to push test images into it, Debian's dynamic busybox for the test images), then
+# runs every unit and integration test: with cargo-nextest when it is installed, else with
+# cargo test. Extra arguments go to the test runner (e.g. a test name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "tests/run.sh: the tests create namespaces, mounts and cgroups: run as root" >&2
+    exit 1
+fi
+if ! command -v cargo >/dev/null; then
+    echo "tests/run.sh: cargo not found: install a Rust toolchain (rustup, Rust >= 1.85)" >&2
+    exit 1
+fi
+
+# Debian package → a file it installs, to tell whether it is present.
+declare -A needed=(
+    [docker-registry]=/usr/bin/docker-registry
+    [skopeo]=/usr/bin/skopeo
+    [busybox]=/bin/busybox
+)
+missing=()
+for package in "${!needed[@]}"; do
+    [ -e "${needed[$package]}" ] || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "tests/run.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's busybox-static would replace the dynamic one and hide real exec behaviour.
+if ! ldd /bin/busybox 2>/dev/null | grep -q 'libc\.so'; then
+    echo "tests/run.sh: /bin/busybox is not Debian's dynamic busybox (busybox-static installed?)" >&2
+    exit 1
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+    exec cargo nextest run --locked --no-fail-fast "$@"
+else
+    exec cargo test --locked --no-fail-fast "$@"
+fi
