@@ -5,6 +5,12 @@
 //! Teardown kills only what the harness started, by PID, and asserts that nothing the
 //! daemon created outlived it: no mount and no process left under its directories.
 
+// Each test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
+
+pub mod images;
+pub mod registry;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -24,7 +30,6 @@ pub struct Daemon {
     dir: TempDir,
 }
 
-#[allow(dead_code)]
 impl Daemon {
     /// Starts criusd with the harness's paths and debug logs.
     pub fn start() -> Daemon {
