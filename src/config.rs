@@ -50,6 +50,7 @@ pub struct Config {
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub cgroup_driver: CgroupDriver,
+    pub image: ImageConfig,
     /// Per-registry settings keyed by registry host (`docker.io`, `127.0.0.1:5000`).
     pub registries: BTreeMap<String, RegistryConfig>,
 }
@@ -63,6 +64,7 @@ impl Default for Config {
             log_level: LogLevel::Info,
             log_format: LogFormat::Text,
             cgroup_driver: CgroupDriver::Cgroupfs,
+            image: ImageConfig::default(),
             registries: BTreeMap::new(),
         }
     }
@@ -104,6 +106,25 @@ pub enum CgroupDriver {
     Cgroupfs,
 }
 
+/// How images are pulled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageConfig {
+    /// Layers of one pull downloaded at the same time.
+    pub max_concurrent_downloads: usize,
+    /// A pull that receives no data for this many seconds is cancelled.
+    pub pull_progress_timeout_secs: u64,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            max_concurrent_downloads: 3,
+            pull_progress_timeout_secs: 60,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
@@ -114,6 +135,10 @@ pub struct RegistryConfig {
     pub mirrors_only: bool,
     /// Allow plain HTTP and unverified TLS for this registry.
     pub insecure: bool,
+    /// Credentials used when a pull request carries none.
+    pub username: String,
+    #[serde(skip_serializing)]
+    pub password: String,
 }
 
 impl Config {
@@ -169,6 +194,18 @@ impl Config {
                     .to_string(),
             ));
         }
+        if self.image.max_concurrent_downloads == 0 {
+            return Err((
+                "image.max_concurrent_downloads".to_string(),
+                "must be at least 1".to_string(),
+            ));
+        }
+        if self.image.pull_progress_timeout_secs == 0 {
+            return Err((
+                "image.pull_progress_timeout_secs".to_string(),
+                "must be at least 1".to_string(),
+            ));
+        }
         for (host, registry) in &self.registries {
             registry.validate(host)?;
         }
@@ -215,8 +252,10 @@ fn validate_endpoint(endpoint: &str) -> Result<(), String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("{endpoint:?} has no host"));
     }
-    if uri.query().is_some() {
-        return Err(format!("{endpoint:?} must not have a query"));
+    if uri.query().is_some() || !matches!(uri.path(), "" | "/") {
+        return Err(format!(
+            "{endpoint:?} must be scheme://host[:port] only: the repository path is appended as the registry API defines"
+        ));
     }
     Ok(())
 }
@@ -244,7 +283,7 @@ mod tests {
         let config = parse(
             r#"
             [registries."docker.io"]
-            mirrors = ["http://127.0.0.1:5000", "https://mirror.example/v2-cache"]
+            mirrors = ["http://127.0.0.1:5000", "https://mirror.example"]
             mirrors_only = true
             [registries."127.0.0.1:5000"]
             insecure = true

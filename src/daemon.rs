@@ -53,6 +53,8 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot open the image store: {0}")]
+    Images(#[from] crate::image::ImageError),
     #[error("gRPC server on {path} failed: {source}")]
     Serve {
         path: PathBuf,
@@ -77,7 +79,7 @@ pub async fn run(
         version = env!("CARGO_PKG_VERSION"),
         "criusd serving the CRI"
     );
-    let cri = Arc::new(Cri::new(config));
+    let cri = Arc::new(Cri::open(config).await?);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
     let server = serve(listener, cri, async move {
         shutdown.await;

@@ -8,6 +8,9 @@
 //! - [`cri`]: the CRI gRPC services — generated API types, request validation, error
 //!   mapping, and one file per RPC group that orchestrates the layers below.
 //! - [`cli`]: the `crius` command line client's verbs.
+//! - [`image`]: registries, the content store, pulls and garbage collection.
+//! - [`snapshot`]: image layers unpacked into overlay-ready directories.
+//! - [`store`]: crash-safe metadata records (images).
 //! - [`logging`]: the `tracing` subscriber (text or JSON).
 //!
 //! Dependency rule: `bin → {cli, daemon} → cri → {store, image, snapshot, shim, network,
@@ -18,4 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod cri;
 pub mod daemon;
+pub mod image;
 pub mod logging;
+pub mod snapshot;
+pub mod store;

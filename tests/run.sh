@@ -2,7 +2,8 @@
 # Runs the whole crius test suite on a Debian machine, as root.
 #
 # Installs the Debian packages the tests need when they are missing (the real registry,
-# skopeo to push test images into it, Debian's dynamic busybox for the test images), then
+# skopeo to push test images into it, Debian's dynamic busybox for the test images,
+# htpasswd for a registry that requires authentication), then
 # runs every unit and integration test: with cargo-nextest when it is installed, else with
 # cargo test. Extra arguments go to the test runner (e.g. a test name filter).
 set -euo pipefail
@@ -22,6 +23,7 @@ declare -A needed=(
     [docker-registry]=/usr/bin/docker-registry
     [skopeo]=/usr/bin/skopeo
     [busybox]=/bin/busybox
+    [apache2-utils]=/usr/bin/htpasswd
 )
 missing=()
 for package in "${!needed[@]}"; do

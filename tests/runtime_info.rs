@@ -226,12 +226,7 @@ async fn every_other_rpc_answers_unimplemented_naming_itself() {
         rt.update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) =
             "UpdatePodSandboxResources"
     );
-    check!(img.list_images(ListImagesRequest) = "ListImages");
     check!(img.stream_images(StreamImagesRequest) = "StreamImages");
-    check!(img.image_status(ImageStatusRequest) = "ImageStatus");
-    check!(img.pull_image(PullImageRequest) = "PullImage");
-    check!(img.remove_image(RemoveImageRequest) = "RemoveImage");
-    check!(img.image_fs_info(ImageFsInfoRequest) = "ImageFsInfo");
 
     // The daemon is still healthy after all of that.
     rt.version(VersionRequest::default()).await.unwrap();

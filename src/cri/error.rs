@@ -1,6 +1,10 @@
 //! The errors a CRI RPC can end with. `service.rs` maps each kind to exactly one gRPC code;
 //! messages name the RPC, object or request field involved.
 
+use tonic::Code;
+
+use crate::image::ImageError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CriError {
     /// The RPC is part of the API but its capability has not landed in crius yet.
@@ -9,6 +13,8 @@ pub enum CriError {
     /// A request field is missing or malformed; `field` is its path in the request.
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
+    #[error(transparent)]
+    Image(#[from] ImageError),
     /// crius failed at something the request did not cause; `what` says what it was doing.
     #[error("internal error while {what}: {reason}")]
     Internal { what: &'static str, reason: String },
@@ -25,9 +31,28 @@ impl CriError {
     /// The gRPC code kubelet sees for this error.
     pub fn code(&self) -> tonic::Code {
         match self {
-            CriError::Unimplemented { .. } => tonic::Code::Unimplemented,
-            CriError::InvalidArgument { .. } => tonic::Code::InvalidArgument,
-            CriError::Internal { .. } => tonic::Code::Internal,
+            CriError::Unimplemented { .. } => Code::Unimplemented,
+            CriError::InvalidArgument { .. } => Code::InvalidArgument,
+            CriError::Internal { .. } => Code::Internal,
+            CriError::Image(err) => image_code(err),
         }
+    }
+}
+
+fn image_code(err: &ImageError) -> Code {
+    match err {
+        ImageError::InvalidReference(_) | ImageError::InvalidCredentials { .. } => {
+            Code::InvalidArgument
+        }
+        ImageError::NotFound { .. } | ImageError::NoMatchingPlatform { .. } => Code::NotFound,
+        ImageError::Unauthorized { .. } => Code::Unauthenticated,
+        ImageError::Unavailable { .. } => Code::Unavailable,
+        ImageError::Stalled { .. } => Code::DeadlineExceeded,
+        // The registry served bytes that are not what the image promises.
+        ImageError::BadContent { .. } => Code::DataLoss,
+        ImageError::Content(_)
+        | ImageError::Snapshot(_)
+        | ImageError::Store(_)
+        | ImageError::Task(_) => Code::Internal,
     }
 }

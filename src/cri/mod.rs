@@ -10,12 +10,16 @@
 pub mod api;
 pub mod client;
 mod error;
+mod image_pull;
+mod image_query;
+mod image_remove;
 mod runtime_info;
 pub mod service;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
+use crate::image::{ImageError, ImageManager};
 
 pub use error::CriError;
 
@@ -27,15 +31,19 @@ pub const RUNTIME_API_VERSION: &str = "v1";
 /// Everything the RPCs work on. One instance per daemon, shared by both gRPC services.
 pub struct Cri {
     config: Config,
+    images: Arc<ImageManager>,
     /// Pod CIDR(s) kubelet last sent through UpdateRuntimeConfig; empty until then.
     pod_cidr: Mutex<String>,
 }
 
 impl Cri {
-    pub fn new(config: Config) -> Cri {
-        Cri {
+    /// Opens the stores under the config's root and recovers from an unclean stop.
+    pub async fn open(config: Config) -> Result<Cri, ImageError> {
+        let images = ImageManager::open(&config).await?;
+        Ok(Cri {
             config,
+            images,
             pod_cidr: Mutex::new(String::new()),
-        }
+        })
     }
 }

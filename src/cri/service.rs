@@ -75,7 +75,7 @@ async fn rpc<T>(
         Err(err) => {
             let code = err.code();
             match err {
-                CriError::Internal { .. } => tracing::error!(?elapsed, ?code, "{err}"),
+                _ if code == tonic::Code::Internal => tracing::error!(?elapsed, ?code, "{err}"),
                 _ => tracing::info!(?elapsed, ?code, "{err}"),
             }
             Err(Status::new(code, err.to_string()))
@@ -180,14 +180,28 @@ cri_service_impl! {
 
 cri_service_impl! {
     #[tonic::async_trait]
-    impl ImageService for CriService {}
-    unimplemented {
-        list_images(ListImagesRequest) -> ListImagesResponse = "ListImages";
-        image_status(ImageStatusRequest) -> ImageStatusResponse = "ImageStatus";
-        pull_image(PullImageRequest) -> PullImageResponse = "PullImage";
-        remove_image(RemoveImageRequest) -> RemoveImageResponse = "RemoveImage";
-        image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse = "ImageFsInfo";
+    impl ImageService for CriService {
+        async fn list_images(&self, request: Request<ListImagesRequest>) -> RpcResult<ListImagesResponse> {
+            rpc("ListImages", async { Ok(self.cri.list_images(request.get_ref())) }).await
+        }
+
+        async fn image_status(&self, request: Request<ImageStatusRequest>) -> RpcResult<ImageStatusResponse> {
+            rpc("ImageStatus", self.cri.image_status(request.get_ref())).await
+        }
+
+        async fn pull_image(&self, request: Request<PullImageRequest>) -> RpcResult<PullImageResponse> {
+            rpc("PullImage", self.cri.pull_image(request.into_inner())).await
+        }
+
+        async fn remove_image(&self, request: Request<RemoveImageRequest>) -> RpcResult<RemoveImageResponse> {
+            rpc("RemoveImage", self.cri.remove_image(request.get_ref())).await
+        }
+
+        async fn image_fs_info(&self, _request: Request<ImageFsInfoRequest>) -> RpcResult<ImageFsInfoResponse> {
+            rpc("ImageFsInfo", async { Ok(self.cri.image_fs_info()) }).await
+        }
     }
+    unimplemented {}
     streaming {
         stream_images(StreamImagesRequest) -> StreamImagesStream<StreamImagesResponse> = "StreamImages";
     }

@@ -798,6 +798,29 @@ pub fn build_into(name: &str, dir: &Path) -> TestImage {
     open(name, dir)
 }
 
+/// A one-layer image whose layer blob is `blob` (served as tar+gzip) and whose config
+/// claims `diff_id`: for feeding the runtime broken or hostile layers. Not cached.
+pub fn raw_layer_image(dir: &Path, blob: Vec<u8>, diff_id: &str) -> TestImage {
+    let mut layout = Layout::default();
+    let layer = Layer {
+        diff_id: diff_id.to_string(),
+        digest: digest_of(&blob),
+        blob,
+    };
+    let top = layout.add_image("raw", "amd64", base_config(), vec![layer]);
+    fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    layout.write(dir, top.clone(), TAG);
+    TestImage {
+        name: "raw",
+        layout: dir.to_path_buf(),
+        tag: TAG,
+        digest: top["digest"]
+            .as_str()
+            .expect("descriptor digest")
+            .to_string(),
+    }
+}
+
 /// Opens an existing layout built by this module.
 pub fn open(name: &str, dir: &Path) -> TestImage {
     let name = static_name(name);

@@ -33,6 +33,8 @@ const MARKER_HEADER: &str = "X-Crius-Test-Registry";
 pub struct Registry {
     child: Child,
     addr: String,
+    /// Basic-auth user and password when started with [`Registry::start_with_htpasswd`].
+    credentials: Option<(String, String)>,
     // Declared last so that it is removed after `Drop::drop` has stopped the
     // process that writes into it.
     dir: TempDir,
@@ -48,6 +50,16 @@ impl Registry {
     /// Starts a registry on 127.0.0.1:<free port> and waits until it serves
     /// `GET /v2/` with 200.
     pub fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// Starts a registry that requires HTTP Basic authentication as `user`/`password`
+    /// (an htpasswd file made with Debian's `htpasswd -B`).
+    pub fn start_with_htpasswd(user: &str, password: &str) -> Registry {
+        Registry::start_with(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start_with(credentials: Option<(String, String)>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("crius-registry-")
             .tempdir()
@@ -64,14 +76,31 @@ impl Registry {
             .to_string_lossy()
             .into_owned();
 
+        let htpasswd = credentials.as_ref().map(|(user, password)| {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .unwrap_or_else(|e| panic!("run htpasswd (apt-get install apache2-utils): {e}"));
+            assert!(
+                out.status.success(),
+                "htpasswd failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let path = dir.path().join("htpasswd");
+            fs::write(&path, &out.stdout).expect("write htpasswd");
+            path
+        });
         let mut failures = String::new();
         for attempt in 1..=START_ATTEMPTS {
             // The port is free now but may be taken by someone else before
             // the registry binds it; then the registry exits and we retry.
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
-            fs::write(&config_path, config(&addr, &storage, &marker))
-                .expect("write registry config");
+            fs::write(
+                &config_path,
+                config(&addr, &storage, &marker, htpasswd.as_deref()),
+            )
+            .expect("write registry config");
             let log = fs::File::create(&log_path).expect("create registry log");
             let mut cmd = Command::new(REGISTRY_BIN);
             cmd.arg("serve")
@@ -90,8 +119,15 @@ impl Registry {
             let mut child = cmd.spawn().unwrap_or_else(|e| {
                 panic!("spawn {REGISTRY_BIN} (apt-get install docker-registry): {e}")
             });
-            match wait_ready(&mut child, &addr, &marker) {
-                Startup::Ready => return Registry { child, addr, dir },
+            match wait_ready(&mut child, &addr, &marker, htpasswd.is_some()) {
+                Startup::Ready => {
+                    return Registry {
+                        child,
+                        addr,
+                        credentials,
+                        dir,
+                    }
+                }
                 Startup::Exited(status) => {
                     let log = fs::read_to_string(&log_path).unwrap_or_default();
                     failures.push_str(&format!(
@@ -146,8 +182,8 @@ impl Registry {
                 "--all",
                 "--preserve-digests",
                 "--dest-tls-verify=false",
-                "--dest-no-creds",
             ])
+            .args(self.creds_args("--dest-creds", "--dest-no-creds"))
             .arg(&src)
             .arg(&dest)
             .output()
@@ -166,7 +202,8 @@ impl Registry {
         let reference = format!("docker://{}", self.reference(repo, tag));
         let out = self
             .skopeo()
-            .args(["inspect", "--raw", "--tls-verify=false", "--no-creds"])
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .args(self.creds_args("--creds", "--no-creds"))
             .arg(&reference)
             .output()
             .unwrap_or_else(|e| panic!("run {SKOPEO_BIN} (apt-get install skopeo): {e}"));
@@ -177,6 +214,14 @@ impl Registry {
             String::from_utf8_lossy(&out.stderr)
         );
         (digest_of(&out.stdout), out.stdout)
+    }
+
+    /// skopeo's credential arguments for this registry.
+    fn creds_args(&self, with: &str, without: &str) -> Vec<String> {
+        match &self.credentials {
+            Some((user, password)) => vec![with.to_string(), format!("{user}:{password}")],
+            None => vec![without.to_string()],
+        }
     }
 
     /// skopeo with its scratch files inside our temp dir and no dependence
@@ -230,14 +275,22 @@ fn free_port() -> u16 {
 /// none of the features that could reach outside (notifications, proxy/pull
 /// through cache, redis, error reporting). Logs go to stderr, which `start`
 /// redirects into the temp dir.
-fn config(addr: &str, storage: &Path, marker: &str) -> String {
+fn config(addr: &str, storage: &Path, marker: &str, htpasswd: Option<&Path>) -> String {
+    let auth = htpasswd
+        .map(|path| {
+            format!(
+                "auth:\n  htpasswd:\n    realm: crius-test\n    path: {}\n",
+                path.display()
+            )
+        })
+        .unwrap_or_default();
     format!(
         "version: 0.1
 log:
   level: info
   formatter: text
   accesslog:
-    disabled: true
+    disabled: false
 storage:
   filesystem:
     rootdirectory: {storage}
@@ -252,14 +305,16 @@ http:
   headers:
     X-Content-Type-Options: [nosniff]
     {MARKER_HEADER}: [\"{marker}\"]
-",
+{auth}",
         storage = storage.display()
     )
 }
 
 /// Polls `GET /v2/` until our registry (recognised by its marker header)
-/// answers 200, the process exits, or [`READY_TIMEOUT`] passes.
-fn wait_ready(child: &mut Child, addr: &str, marker: &str) -> Startup {
+/// answers 200 (401 when it requires authentication), the process exits, or
+/// [`READY_TIMEOUT`] passes.
+fn wait_ready(child: &mut Child, addr: &str, marker: &str, auth: bool) -> Startup {
+    let ready_status = if auth { " 401" } else { " 200" };
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -272,7 +327,11 @@ fn wait_ready(child: &mut Child, addr: &str, marker: &str) -> Startup {
                 MARKER_HEADER.to_ascii_lowercase(),
                 marker.to_ascii_lowercase()
             ));
-            if ours && (head.starts_with("http/1.0 200") || head.starts_with("http/1.1 200")) {
+            let status_ok = head
+                .lines()
+                .next()
+                .is_some_and(|line| line.contains(ready_status));
+            if ours && status_ok {
                 return Startup::Ready;
             }
         }
