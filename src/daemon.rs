@@ -123,6 +123,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(service.runtime_server())
         .add_service(service.image_server())
+        .add_service(service.crius_images_server())
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
 }

@@ -1,10 +1,13 @@
 //! The verbs of the `crius` command line client. Each verb connects to the daemon's CRI
 //! socket exactly as kubelet or crictl would and returns what the binary prints.
 //!
-//! - [`runtime_info`]: `crius version`, `crius info`.
+//! - `runtime_info`: `crius version`, `crius info`.
+//! - `images`: `crius pull`, `images`, `rmi`, `inspect`, `load`, `save`.
 
+mod images;
 mod runtime_info;
 
+pub use images::{images, inspect, load, pull, rmi, save};
 pub use runtime_info::{info, version};
 
 use crate::cri::client::ClientError;
@@ -19,6 +22,17 @@ pub enum CliError {
         rpc: &'static str,
         status: tonic::Status,
     },
+    #[error("{rpc}: unexpected answer: {detail}")]
+    Protocol { rpc: &'static str, detail: String },
+    #[error("no such image: {0}")]
+    NoSuchImage(String),
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Attaches the RPC's name to a failed call.

@@ -10,6 +10,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::api::image_service_client::ImageServiceClient;
 use super::api::runtime_service_client::RuntimeServiceClient;
+use super::crius_api::images_client::ImagesClient;
 use super::service::MAX_MESSAGE_BYTES;
 
 /// The endpoint crius serves when its config does not say otherwise.
@@ -23,11 +24,13 @@ pub enum ClientError {
     Connect { address: String, reason: String },
 }
 
-/// Both CRI service clients over one HTTP/2 connection.
+/// Both CRI service clients, and crius's own image API, over one HTTP/2 connection.
 #[derive(Clone)]
 pub struct CriClient {
     pub runtime: RuntimeServiceClient<Channel>,
     pub image: ImageServiceClient<Channel>,
+    /// crius.v1.Images: pull with progress, load, save.
+    pub crius_images: ImagesClient<Channel>,
 }
 
 impl CriClient {
@@ -55,7 +58,10 @@ impl CriClient {
             runtime: RuntimeServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            image: ImageServiceClient::new(channel)
+            image: ImageServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            crius_images: ImagesClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         })

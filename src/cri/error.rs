@@ -41,9 +41,9 @@ impl CriError {
 
 fn image_code(err: &ImageError) -> Code {
     match err {
-        ImageError::InvalidReference(_) | ImageError::InvalidCredentials { .. } => {
-            Code::InvalidArgument
-        }
+        ImageError::InvalidReference(_)
+        | ImageError::InvalidCredentials { .. }
+        | ImageError::BadArchive { .. } => Code::InvalidArgument,
         ImageError::NotFound { .. } | ImageError::NoMatchingPlatform { .. } => Code::NotFound,
         ImageError::Unauthorized { .. } => Code::Unauthenticated,
         ImageError::Unavailable { .. } => Code::Unavailable,

@@ -1,6 +1,7 @@
 //! The CRI gRPC services: kubelet's and crictl's way into crius.
 //!
 //! - [`api`]: types and service traits generated from `proto/cri/api.proto` (runtime.v1).
+//! - [`crius_api`]: crius's own API for its CLI (`proto/crius/v1/images.proto`).
 //! - [`service`]: the only trait implementations. Each RPC goes through one wrapper that
 //!   opens a span, logs the outcome and maps [`CriError`] to a gRPC status; the RPC's
 //!   work is a method of [`Cri`] in the file of its group (`runtime_info`, later
@@ -9,7 +10,9 @@
 
 pub mod api;
 pub mod client;
+pub mod crius_api;
 mod error;
+mod image_archive;
 mod image_pull;
 mod image_query;
 mod image_remove;

@@ -19,6 +19,10 @@ use tracing::Instrument;
 use super::api::image_service_server::{ImageService, ImageServiceServer};
 use super::api::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 use super::api::*;
+use super::crius_api::images_server::{Images, ImagesServer};
+use super::crius_api::{
+    LoadChunk, LoadResponse, PullProgress, PullRequest, SaveChunk, SaveRequest,
+};
 use super::{Cri, CriError};
 
 /// kubelet's CRI client accepts messages up to 16 MiB; serve the same so that large
@@ -50,6 +54,13 @@ impl CriService {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
+
+    /// crius's own image API for its CLI.
+    pub fn crius_images_server(&self) -> ImagesServer<CriService> {
+        ImagesServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
 }
 
 /// Runs one RPC inside its span, logs how it ended and maps the error to a gRPC status.
@@ -78,9 +89,22 @@ async fn rpc<T>(
                 _ if code == tonic::Code::Internal => tracing::error!(?elapsed, ?code, "{err}"),
                 _ => tracing::info!(?elapsed, ?code, "{err}"),
             }
-            Err(Status::new(code, err.to_string()))
+            Err(status(err))
         }
     }
+}
+
+/// The one conversion of crius errors into gRPC statuses.
+fn status(err: CriError) -> Status {
+    Status::new(err.code(), err.to_string())
+}
+
+/// A stream of results from a channel, errors converted to statuses.
+fn status_stream<T: Send + 'static>(
+    receiver: tokio::sync::mpsc::Receiver<Result<T, CriError>>,
+) -> ResponseStream<T> {
+    use tokio_stream::StreamExt;
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver).map(|item| item.map_err(status)))
 }
 
 /// Emits a service impl: the hand-written methods, then one `UNIMPLEMENTED` method per RPC
@@ -204,5 +228,33 @@ cri_service_impl! {
     unimplemented {}
     streaming {
         stream_images(StreamImagesRequest) -> StreamImagesStream<StreamImagesResponse> = "StreamImages";
+    }
+}
+
+#[tonic::async_trait]
+impl Images for CriService {
+    type PullStream = ResponseStream<PullProgress>;
+    type SaveStream = ResponseStream<SaveChunk>;
+
+    async fn pull(&self, request: Request<PullRequest>) -> RpcResult<Self::PullStream> {
+        rpc("crius.Pull", async {
+            Ok(status_stream(
+                self.cri.pull_with_progress(request.into_inner())?,
+            ))
+        })
+        .await
+    }
+
+    async fn load(&self, request: Request<tonic::Streaming<LoadChunk>>) -> RpcResult<LoadResponse> {
+        rpc("crius.Load", self.cri.load_images(request.into_inner())).await
+    }
+
+    async fn save(&self, request: Request<SaveRequest>) -> RpcResult<Self::SaveStream> {
+        rpc("crius.Save", async {
+            Ok(status_stream(
+                self.cri.save_images(request.into_inner().images)?,
+            ))
+        })
+        .await
     }
 }

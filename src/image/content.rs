@@ -138,6 +138,41 @@ impl ContentStore {
         })
     }
 
+    /// A fresh private directory under the ingest area, for content that arrives as
+    /// files (an image archive being loaded). Cleared with the rest of ingest at start.
+    pub fn ingest_dir(&self, purpose: &str) -> Result<PathBuf, ContentError> {
+        let number = self.next_ingest.fetch_add(1, Ordering::Relaxed);
+        let dir = self.ingest.join(format!("{purpose}-{number}"));
+        std::fs::create_dir(&dir).map_err(|source| ContentError::Io {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(dir)
+    }
+
+    /// Moves the file `source` (on the store's filesystem) into the store as `digest`
+    /// after hashing it; blocking. Returns its size.
+    pub fn import_file(&self, source: &Path, digest: &str) -> Result<u64, ContentError> {
+        let target = self.path(digest)?;
+        let io_error = |action, err| ContentError::Io {
+            action,
+            path: source.to_path_buf(),
+            source: err,
+        };
+        let mut file = std::fs::File::open(source).map_err(|err| io_error("open", err))?;
+        let (actual, size) = sha256_reader(&mut file).map_err(|err| io_error("read", err))?;
+        if actual != digest {
+            return Err(ContentError::DigestMismatch {
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        file.sync_all().map_err(|err| io_error("fsync", err))?;
+        std::fs::rename(source, &target).map_err(|err| io_error("rename", err))?;
+        Ok(size)
+    }
+
     /// Deletes a blob; an absent blob is not an error.
     pub fn remove(&self, digest: &str) -> Result<(), ContentError> {
         let path = self.path(digest)?;
@@ -261,6 +296,22 @@ impl Drop for BlobWriter {
             let _ = std::fs::remove_file(&self.temp);
         }
     }
+}
+
+/// `sha256:<hex>` and length of everything `reader` yields.
+pub fn sha256_reader(reader: &mut impl std::io::Read) -> std::io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let read = reader.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        size += read as u64;
+    }
+    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), size))
 }
 
 /// `sha256:<hex>` of `bytes`.

@@ -6,16 +6,20 @@
 //! - [`manifest`]: manifests, indexes, configs, platform choice.
 //! - [`content`]: verified blobs by digest.
 //! - [`pull`]: the pull pipeline: resolve, download layers in parallel, unpack, record.
+//! - [`progress`]: per-layer pull progress for the CLI.
 //! - [`gc`]: removal of blobs and snapshots that no image references.
+//! - `archive`: `crius save` / `crius load` tarballs (OCI layout and docker save).
 //!
 //! Consistency rule: an image record is written only after all of its blobs and
 //! snapshots exist, and blobs and snapshots are only deleted by garbage collection,
 //! which runs while no pull is in flight. So a record always means a usable image, and
 //! a crash at any moment leaves at most unreferenced data that the next start removes.
 
+mod archive;
 pub mod content;
 mod gc;
 pub mod manifest;
+pub mod progress;
 mod pull;
 pub mod reference;
 pub mod registry;
@@ -51,6 +55,8 @@ pub enum ImageError {
     Stalled { image: String, source: FetchError },
     #[error("pulling {image}: {detail}")]
     BadContent { image: String, detail: String },
+    #[error("bad image archive: {detail}")]
+    BadArchive { detail: String },
     #[error("image {image} has no variant for platform {platform}")]
     NoMatchingPlatform { image: String, platform: String },
     #[error(transparent)]
@@ -73,7 +79,8 @@ pub struct Usage {
 /// The image half of crius: content, snapshots, records and registries.
 pub struct ImageManager {
     root: PathBuf,
-    content: ContentStore,
+    /// Shared with blocking tasks that import archive blobs.
+    content: Arc<ContentStore>,
     /// Shared with blocking tasks that unpack and delete layers.
     snapshots: Arc<Snapshotter>,
     store: ImageStore,
@@ -94,7 +101,7 @@ impl ImageManager {
         let root = &config.root;
         let manager = ImageManager {
             root: root.clone(),
-            content: ContentStore::open(root)?,
+            content: Arc::new(ContentStore::open(root)?),
             snapshots: Arc::new(Snapshotter::new(root)?),
             store: ImageStore::open(root)?,
             registries: Registries::new(
@@ -135,6 +142,12 @@ impl ImageManager {
             })
             .unwrap_or_default();
         self.store.find(key, &names)
+    }
+
+    /// A fresh scratch directory on the store's filesystem (for an uploaded archive);
+    /// the caller removes it, and the next start clears any left behind.
+    pub fn staging_dir(&self) -> Result<PathBuf, ImageError> {
+        Ok(self.content.ingest_dir("upload")?)
     }
 
     /// The image's config blob, as the registry served it.

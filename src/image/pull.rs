@@ -5,13 +5,12 @@
 //! unpacked into its snapshot as soon as its blob is verified → the image record.
 //! Data that a failed pull wrote is collected before the error is returned.
 
-use std::sync::Arc;
-
 use futures_util::StreamExt;
 use oci_spec::image::Descriptor;
 use tokio::sync::Semaphore;
 
 use super::manifest::{parse_config, Manifest, Platform};
+use super::progress::{update_layer, LayerProgress, LayerState, Progress};
 use super::reference::Reference;
 use super::registry::{Credentials, FetchError, RemoteRepository};
 use super::{ContentError, ImageError, ImageManager};
@@ -19,18 +18,29 @@ use crate::snapshot::{chain_ids, Compression};
 use crate::store::images::LayerRecord;
 use crate::store::ImageRecord;
 
+/// What every download of one pull shares.
+struct PullSession<'a> {
+    remote: &'a RemoteRepository,
+    image: &'a str,
+    /// Bounds the layers downloading at once.
+    downloads: &'a Semaphore,
+    progress: &'a Progress,
+}
+
 impl ImageManager {
     /// Pulls `image` (any reference form) and returns its record. Concurrent pulls that
     /// share layers download and unpack each shared layer once.
+    /// `progress` receives the per-layer state as the pull goes.
     pub async fn pull(
         &self,
         image: &str,
         credentials: &Credentials,
+        progress: &Progress,
     ) -> Result<ImageRecord, ImageError> {
         let reference = Reference::parse(image)?;
         let result = {
             let _shared = self.gc_lock.read().await;
-            self.pull_reference(&reference, credentials).await
+            self.pull_reference(&reference, credentials, progress).await
         };
         if let Err(err) = &result {
             tracing::info!(image = %reference, "pull failed, discarding its data: {err}");
@@ -45,6 +55,7 @@ impl ImageManager {
         &self,
         reference: &Reference,
         credentials: &Credentials,
+        progress: &Progress,
     ) -> Result<ImageRecord, ImageError> {
         let image = reference.to_string();
         let (remote, top_bytes, top_digest) = self.resolve(reference, credentials).await?;
@@ -89,10 +100,17 @@ impl ImageManager {
             .map(ToString::to_string)
             .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_string());
 
+        let downloads = Semaphore::new(self.max_concurrent_downloads);
+        let session = PullSession {
+            remote: &remote,
+            image: &image,
+            downloads: &downloads,
+            progress,
+        };
         let config_descriptor = manifest.config();
         let config_digest = config_descriptor.digest().to_string();
         if !self.content.contains(&config_digest) {
-            self.download(&remote, &image, config_descriptor).await?;
+            self.download(&session, config_descriptor).await?;
         }
         let config_bytes = self.content.read(&config_digest).await?;
         let config =
@@ -109,11 +127,20 @@ impl ImageManager {
             ));
         }
         let chains = chain_ids(diff_ids);
-        let downloads = Arc::new(Semaphore::new(self.max_concurrent_downloads));
+        progress.send_replace(
+            manifest
+                .layers()
+                .iter()
+                .map(|layer| LayerProgress {
+                    digest: layer.digest().to_string(),
+                    size: layer.size(),
+                    downloaded: 0,
+                    state: LayerState::Waiting,
+                })
+                .collect(),
+        );
         let layer_fetches = manifest.layers().iter().zip(diff_ids).zip(&chains).map(
-            |((layer, diff_id), chain_id)| {
-                self.fetch_layer(&remote, &image, layer, diff_id, chain_id, &downloads)
-            },
+            |((layer, diff_id), chain_id)| self.fetch_layer(&session, layer, diff_id, chain_id),
         );
         let layers = futures_util::future::try_join_all(layer_fetches).await?;
 
@@ -175,54 +202,46 @@ impl ImageManager {
 
     async fn fetch_layer(
         &self,
-        remote: &RemoteRepository,
-        image: &str,
+        pull: &PullSession<'_>,
         layer: &Descriptor,
         diff_id: &str,
         chain_id: &str,
-        downloads: &Semaphore,
     ) -> Result<LayerRecord, ImageError> {
+        let (image, progress) = (pull.image, pull.progress);
         let digest = layer.digest().to_string();
         let media_type = layer.media_type().to_string();
         let lock = self.layer_lock(chain_id);
         let _single_flight = lock.lock().await;
         let have_blob = self.content.contains(&digest);
-        if !have_blob || !self.snapshots.exists(chain_id) {
+        if have_blob && self.snapshots.exists(chain_id) {
+            update_layer(progress, &digest, |layer| {
+                layer.downloaded = layer.size;
+                layer.state = LayerState::Exists;
+            });
+        } else {
             let compression = Compression::from_media_type(&media_type)?;
             if !have_blob {
-                let _permit = downloads
+                let _permit = pull
+                    .downloads
                     .acquire()
                     .await
                     .map_err(|_| ImageError::Task("download queue"))?;
-                self.download(remote, image, layer).await?;
+                update_layer(progress, &digest, |layer| {
+                    layer.state = LayerState::Downloading
+                });
+                self.download(pull, layer).await?;
             }
             if !self.snapshots.exists(chain_id) {
-                let blob = self.content.path(&digest)?;
-                let snapshots = self.snapshots.clone();
-                let (chain, diff) = (chain_id.to_string(), diff_id.to_string());
-                tokio::task::spawn_blocking(move || -> Result<(), ImageError> {
-                    let file = std::fs::File::open(&blob).map_err(|source| ContentError::Io {
-                        action: "open",
-                        path: blob.clone(),
-                        source,
-                    })?;
-                    snapshots.unpack_layer(
-                        &chain,
-                        std::io::BufReader::new(file),
-                        compression,
-                        &diff,
-                    )?;
-                    Ok(())
-                })
-                .await
-                .map_err(|_| ImageError::Task("layer unpack"))?
-                .map_err(|err| match err {
-                    ImageError::Snapshot(source) if source.is_bad_layer() => {
-                        bad_content(image, source.to_string())
-                    }
-                    other => other,
-                })?;
+                update_layer(progress, &digest, |layer| {
+                    layer.state = LayerState::Unpacking
+                });
+                self.unpack_blob(image, &digest, compression, diff_id, chain_id)
+                    .await?;
             }
+            update_layer(progress, &digest, |layer| {
+                layer.downloaded = layer.size;
+                layer.state = LayerState::Done;
+            });
         }
         Ok(LayerRecord {
             digest,
@@ -233,15 +252,47 @@ impl ImageManager {
         })
     }
 
+    /// Unpacks the stored blob `digest` as snapshot `chain_id`, checking its diff ID.
+    pub(super) async fn unpack_blob(
+        &self,
+        image: &str,
+        digest: &str,
+        compression: Compression,
+        diff_id: &str,
+        chain_id: &str,
+    ) -> Result<(), ImageError> {
+        let blob = self.content.path(digest)?;
+        let snapshots = self.snapshots.clone();
+        let (chain, diff) = (chain_id.to_string(), diff_id.to_string());
+        tokio::task::spawn_blocking(move || -> Result<(), ImageError> {
+            let file = std::fs::File::open(&blob).map_err(|source| ContentError::Io {
+                action: "open",
+                path: blob.clone(),
+                source,
+            })?;
+            snapshots.unpack_layer(&chain, std::io::BufReader::new(file), compression, &diff)?;
+            Ok(())
+        })
+        .await
+        .map_err(|_| ImageError::Task("layer unpack"))?
+        .map_err(|err| match err {
+            ImageError::Snapshot(source) if source.is_bad_layer() => {
+                bad_content(image, source.to_string())
+            }
+            other => other,
+        })
+    }
+
     /// Streams a blob into the content store, verifying size and digest.
     async fn download(
         &self,
-        remote: &RemoteRepository,
-        image: &str,
+        pull: &PullSession<'_>,
         descriptor: &Descriptor,
     ) -> Result<(), ImageError> {
+        let (image, progress) = (pull.image, pull.progress);
         let digest = descriptor.digest().to_string();
-        let mut stream = remote
+        let mut stream = pull
+            .remote
             .blob(&digest)
             .await
             .map_err(|err| blob_error(image, err))?;
@@ -252,6 +303,8 @@ impl ImageManager {
                 .write(&chunk)
                 .await
                 .map_err(|err| content_error(image, err))?;
+            let written = writer.written();
+            update_layer(progress, &digest, |layer| layer.downloaded = written);
         }
         writer
             .commit()
