@@ -133,6 +133,7 @@ async fn bad_gzip_and_escaping_tar_are_refused_and_keep_nothing() {
     let image = images::raw_layer_image(
         &scratch.path().join("badgzip"),
         not_gzip.clone(),
+        images::MEDIA_TYPE_LAYER_GZIP,
         &digest_of(&not_gzip),
     );
     registry.push(&image, "badgzip", "latest");
@@ -153,6 +154,7 @@ async fn bad_gzip_and_escaping_tar_are_refused_and_keep_nothing() {
     let escaping = images::raw_layer_image(
         &scratch.path().join("escape"),
         gzip(&tar_bytes),
+        images::MEDIA_TYPE_LAYER_GZIP,
         &digest_of(&tar_bytes),
     );
     registry.push(&escaping, "escape", "latest");
@@ -362,4 +364,107 @@ async fn a_daemon_killed_mid_pull_cleans_up_at_the_next_start() {
     let mut client = daemon.client().await;
     assert_nothing_kept(&daemon, &mut client).await;
     pull(&mut client, &name, None).await.unwrap();
+}
+
+/// A tmpfs of `megabytes`, mounted for one test and unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={megabytes}m").as_str()),
+        )
+        .expect("mount a tmpfs");
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        nix::mount::umount(self.dir.path()).expect("unmount the test tmpfs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_pull_and_leaves_the_store_consistent() {
+    let registry = Registry::start();
+    registry.push(&images::busybox(), "busybox", "latest");
+    registry.push(&images::multilayer(), "multilayer", "latest");
+    // Room for busybox (about 3 MB packed and unpacked) but not for the 50 MiB layer.
+    let disk = SmallDisk::mount(24);
+    {
+        let root = disk.dir.path().join("root");
+        let mut daemon = Daemon::start_with_root(
+            &root,
+            &format!("[registries.\"{}\"]\ninsecure = true\n", registry.addr()),
+        );
+        let mut client = daemon.client().await;
+        let busybox = pull(&mut client, &registry.reference("busybox", "latest"), None)
+            .await
+            .unwrap();
+        let err = pull(
+            &mut client,
+            &registry.reference("multilayer", "latest"),
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+        assert!(
+            err.message().contains("No space left on device"),
+            "{}",
+            err.message()
+        );
+        // The earlier image is intact and the failed one left nothing.
+        let listed = client
+            .image
+            .list_images(ListImagesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .images;
+        assert_eq!(
+            listed
+                .iter()
+                .map(|image| image.id.as_str())
+                .collect::<Vec<_>>(),
+            vec![busybox.as_str()]
+        );
+        assert_eq!(
+            std::fs::read_dir(root.join("content/ingest"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert_eq!(
+            std::fs::read_dir(root.join("content/blobs/sha256"))
+                .unwrap()
+                .count(),
+            3,
+            "busybox's manifest, config and layer"
+        );
+        drop(client);
+        // And after a restart it is all still there.
+        daemon.stop();
+        daemon.spawn();
+        let mut client = daemon.client().await;
+        assert_eq!(
+            client
+                .image
+                .list_images(ListImagesRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .images
+                .len(),
+            1
+        );
+    }
 }

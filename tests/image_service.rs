@@ -429,3 +429,56 @@ async fn bad_references_unknown_images_and_unreachable_registries() {
     assert_eq!(entries(&daemon.root().join("content/blobs/sha256")), 0);
     assert_eq!(entries(&daemon.root().join("content/ingest")), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_and_uncompressed_layers_pull_like_gzip_ones() {
+    let registry = Registry::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(6);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    builder
+        .append_data(&mut header, "hello.txt", &b"hello\n"[..])
+        .unwrap();
+    let layer_tar = builder.into_inner().unwrap();
+    let diff_id = images::digest_of(&layer_tar);
+    let zstd_blob = zstd::encode_all(&layer_tar[..], 3).unwrap();
+    let variants = [
+        (
+            "zstd",
+            zstd_blob,
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+        ),
+        (
+            "plain",
+            layer_tar.clone(),
+            "application/vnd.oci.image.layer.v1.tar",
+        ),
+    ];
+    for (name, blob, media_type) in &variants {
+        let image = images::raw_layer_image(
+            &scratch.path().join(name),
+            blob.clone(),
+            media_type,
+            &diff_id,
+        );
+        registry.push(&image, name, "latest");
+    }
+    let daemon = daemon_for(&registry, "");
+    let mut client = daemon.client().await;
+    for (name, _, _) in &variants {
+        pull(&mut client, &registry.reference(name, "latest"))
+            .await
+            .unwrap();
+    }
+    let snapshot = daemon
+        .root()
+        .join("snapshots")
+        .join(diff_id.trim_start_matches("sha256:"))
+        .join("fs/hello.txt");
+    assert_eq!(std::fs::read(snapshot).unwrap(), b"hello\n");
+}

@@ -50,6 +50,7 @@ fn image_code(err: &ImageError) -> Code {
         ImageError::Stalled { .. } => Code::DeadlineExceeded,
         // The registry served bytes that are not what the image promises.
         ImageError::BadContent { .. } => Code::DataLoss,
+        _ if err.is_out_of_space() => Code::ResourceExhausted,
         ImageError::Content(_)
         | ImageError::Snapshot(_)
         | ImageError::Store(_)

@@ -69,6 +69,19 @@ pub enum ImageError {
     Task(&'static str),
 }
 
+impl ImageError {
+    /// True when the node's disk (or its inodes) ran out while writing.
+    pub fn is_out_of_space(&self) -> bool {
+        let io = match self {
+            ImageError::Content(ContentError::Io { source, .. }) => source,
+            ImageError::Snapshot(SnapshotError::Io { source, .. }) => source,
+            ImageError::Store(StoreError::Io { source, .. }) => source,
+            _ => return false,
+        };
+        io.kind() == std::io::ErrorKind::StorageFull
+    }
+}
+
 /// Bytes and inodes used by a part of the image filesystem.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {

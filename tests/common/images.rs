@@ -449,6 +449,7 @@ impl LayerBuilder {
             diff_id,
             digest,
             blob,
+            media_type: MEDIA_TYPE_LAYER_GZIP,
         }
     }
 }
@@ -510,6 +511,7 @@ struct Layer {
     /// sha256 of the gzip blob (manifest layer digest).
     digest: String,
     blob: Vec<u8>,
+    media_type: &'static str,
 }
 
 const PASSWD_BASE: &str = "root:x:0:0:root:/root:/bin/sh\n\
@@ -689,7 +691,7 @@ impl Layout {
             .map(|layer| {
                 let (digest, size) = self.add(layer.blob);
                 assert_eq!(digest, layer.digest);
-                json!({ "mediaType": MEDIA_TYPE_LAYER_GZIP, "digest": digest, "size": size })
+                json!({ "mediaType": layer.media_type, "digest": digest, "size": size })
             })
             .collect();
         let manifest = json!({
@@ -798,14 +800,20 @@ pub fn build_into(name: &str, dir: &Path) -> TestImage {
     open(name, dir)
 }
 
-/// A one-layer image whose layer blob is `blob` (served as tar+gzip) and whose config
-/// claims `diff_id`: for feeding the runtime broken or hostile layers. Not cached.
-pub fn raw_layer_image(dir: &Path, blob: Vec<u8>, diff_id: &str) -> TestImage {
+/// A one-layer image whose layer blob is `blob`, served as `media_type`, and whose config
+/// claims `diff_id`: for other compressions, and broken or hostile layers. Not cached.
+pub fn raw_layer_image(
+    dir: &Path,
+    blob: Vec<u8>,
+    media_type: &'static str,
+    diff_id: &str,
+) -> TestImage {
     let mut layout = Layout::default();
     let layer = Layer {
         diff_id: diff_id.to_string(),
         digest: digest_of(&blob),
         blob,
+        media_type,
     };
     let top = layout.add_image("raw", "amd64", base_config(), vec![layer]);
     fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));

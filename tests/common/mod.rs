@@ -28,6 +28,7 @@ const DAEMON_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Daemon {
     child: Option<Child>,
     dir: TempDir,
+    root: PathBuf,
 }
 
 impl Daemon {
@@ -39,13 +40,24 @@ impl Daemon {
     /// Starts criusd; `extra` is appended to the harness's config (top-level keys must come
     /// before any table in it).
     pub fn start_with(extra: &str) -> Daemon {
+        Daemon::start_configured(None, extra)
+    }
+
+    /// Starts criusd with its persistent root at `root` (e.g. on a small tmpfs).
+    pub fn start_with_root(root: &Path, extra: &str) -> Daemon {
+        Daemon::start_configured(Some(root), extra)
+    }
+
+    fn start_configured(root: Option<&Path>, extra: &str) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("crius-test-")
             .tempdir()
             .expect("create daemon temp dir");
+        let root = root.map_or_else(|| dir.path().join("root"), Path::to_path_buf);
         let config = format!(
-            "listen = \"{0}/crius.sock\"\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n{1}\n",
+            "listen = \"{0}/crius.sock\"\nroot = \"{1}\"\nstate = \"{0}/state\"\n{2}\n",
             dir.path().display(),
+            root.display(),
             extra
         );
         let config = if extra.contains("log_level") {
@@ -54,7 +66,11 @@ impl Daemon {
             format!("log_level = \"debug\"\n{config}")
         };
         std::fs::write(dir.path().join("crius.toml"), config).expect("write daemon config");
-        let mut daemon = Daemon { child: None, dir };
+        let mut daemon = Daemon {
+            child: None,
+            dir,
+            root,
+        };
         daemon.spawn();
         daemon
     }
@@ -112,7 +128,7 @@ impl Daemon {
     }
 
     pub fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
+        self.root.clone()
     }
 
     pub fn state(&self) -> PathBuf {
