@@ -468,3 +468,66 @@ async fn a_full_disk_fails_the_pull_and_leaves_the_store_consistent() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_flow_and_registry_tokens() {
+    let registry = Registry::start_with_token_auth("kube", "t0ken");
+    registry.push(&images::busybox(), "private/busybox", "latest");
+    let name = registry.reference("private/busybox", "latest");
+    let daemon = daemon_for(registry.addr(), "");
+    let mut client = daemon.client().await;
+    let remove = |client: &mut CriClient, id: String| {
+        let mut client = client.clone();
+        async move {
+            let request = RemoveImageRequest {
+                image: Some(ImageSpec {
+                    image: id,
+                    ..ImageSpec::default()
+                }),
+            };
+            client.image.remove_image(request).await.unwrap();
+        }
+    };
+
+    // Anonymous: the token service refuses, and the error names the registry.
+    let err = pull(&mut client, &name, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains(registry.addr()), "{}", err.message());
+
+    // Username and password: exchanged for a token at the realm the registry names.
+    let password = AuthConfig {
+        username: "kube".into(),
+        password: "t0ken".into(),
+        ..AuthConfig::default()
+    };
+    let id = pull(&mut client, &name, Some(password)).await.unwrap();
+    remove(&mut client, id.clone()).await;
+
+    // An identity token goes to the token service in place of the password.
+    let identity = AuthConfig {
+        username: "kube".into(),
+        identity_token: "t0ken".into(),
+        ..AuthConfig::default()
+    };
+    assert_eq!(pull(&mut client, &name, Some(identity)).await.unwrap(), id);
+    remove(&mut client, id.clone()).await;
+
+    // A registry token is sent to the registry as it is.
+    let token = AuthConfig {
+        registry_token: registry.token_for("private/busybox"),
+        ..AuthConfig::default()
+    };
+    assert_eq!(pull(&mut client, &name, Some(token)).await.unwrap(), id);
+    let forged = AuthConfig {
+        registry_token: "not.a.token".into(),
+        ..AuthConfig::default()
+    };
+    remove(&mut client, id.clone()).await;
+    assert_eq!(
+        pull(&mut client, &name, Some(forged))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+}

@@ -10,6 +10,7 @@
 
 pub mod images;
 pub mod registry;
+pub mod token_server;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 
 use super::images::{digest_of, TestImage};
+use super::token_server::{self, TokenServer};
 
 const REGISTRY_BIN: &str = "docker-registry";
 const SKOPEO_BIN: &str = "skopeo";
@@ -33,8 +34,10 @@ const MARKER_HEADER: &str = "X-Crius-Test-Registry";
 pub struct Registry {
     child: Child,
     addr: String,
-    /// Basic-auth user and password when started with [`Registry::start_with_htpasswd`].
+    /// User and password when the registry requires authentication.
     credentials: Option<(String, String)>,
+    /// The token service of a registry started with [`Registry::start_with_token_auth`].
+    token_server: Option<TokenServer>,
     // Declared last so that it is removed after `Drop::drop` has stopped the
     // process that writes into it.
     dir: TempDir,
@@ -50,16 +53,30 @@ impl Registry {
     /// Starts a registry on 127.0.0.1:<free port> and waits until it serves
     /// `GET /v2/` with 200.
     pub fn start() -> Registry {
-        Registry::start_with(None)
+        Registry::start_with(None, false)
     }
 
     /// Starts a registry that requires HTTP Basic authentication as `user`/`password`
     /// (an htpasswd file made with Debian's `htpasswd -B`).
     pub fn start_with_htpasswd(user: &str, password: &str) -> Registry {
-        Registry::start_with(Some((user.to_string(), password.to_string())))
+        Registry::start_with(Some((user.to_string(), password.to_string())), false)
     }
 
-    fn start_with(credentials: Option<(String, String)>) -> Registry {
+    /// Starts a registry that requires Bearer tokens from a token service, which grants
+    /// them to `user`/`password` (the distribution spec's token flow).
+    pub fn start_with_token_auth(user: &str, password: &str) -> Registry {
+        Registry::start_with(Some((user.to_string(), password.to_string())), true)
+    }
+
+    /// A token the registry accepts for pulling `repository` (token auth only).
+    pub fn token_for(&self, repository: &str) -> String {
+        self.token_server
+            .as_ref()
+            .expect("registry started with token auth")
+            .token_for(repository)
+    }
+
+    fn start_with(credentials: Option<(String, String)>, token: bool) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("crius-registry-")
             .tempdir()
@@ -76,31 +93,51 @@ impl Registry {
             .to_string_lossy()
             .into_owned();
 
-        let htpasswd = credentials.as_ref().map(|(user, password)| {
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", user, password])
-                .output()
-                .unwrap_or_else(|e| panic!("run htpasswd (apt-get install apache2-utils): {e}"));
-            assert!(
-                out.status.success(),
-                "htpasswd failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let path = dir.path().join("htpasswd");
-            fs::write(&path, &out.stdout).expect("write htpasswd");
-            path
-        });
+        let token_server = match (&credentials, token) {
+            (Some((user, password)), true) => Some(TokenServer::start(dir.path(), user, password)),
+            _ => None,
+        };
+        let htpasswd = credentials
+            .as_ref()
+            .filter(|_| !token)
+            .map(|(user, password)| {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .unwrap_or_else(|e| {
+                        panic!("run htpasswd (apt-get install apache2-utils): {e}")
+                    });
+                assert!(
+                    out.status.success(),
+                    "htpasswd failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let path = dir.path().join("htpasswd");
+                fs::write(&path, &out.stdout).expect("write htpasswd");
+                path
+            });
         let mut failures = String::new();
         for attempt in 1..=START_ATTEMPTS {
             // The port is free now but may be taken by someone else before
             // the registry binds it; then the registry exits and we retry.
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
-            fs::write(
-                &config_path,
-                config(&addr, &storage, &marker, htpasswd.as_deref()),
-            )
-            .expect("write registry config");
+            let auth = match (&htpasswd, &token_server) {
+                (Some(path), _) => format!(
+                    "auth:\n  htpasswd:\n    realm: crius-test\n    path: {}\n",
+                    path.display()
+                ),
+                (None, Some(server)) => format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    server.realm(),
+                    token_server::SERVICE,
+                    token_server::ISSUER,
+                    server.certificate().display()
+                ),
+                (None, None) => String::new(),
+            };
+            fs::write(&config_path, config(&addr, &storage, &marker, &auth))
+                .expect("write registry config");
             let log = fs::File::create(&log_path).expect("create registry log");
             let mut cmd = Command::new(REGISTRY_BIN);
             cmd.arg("serve")
@@ -119,12 +156,13 @@ impl Registry {
             let mut child = cmd.spawn().unwrap_or_else(|e| {
                 panic!("spawn {REGISTRY_BIN} (apt-get install docker-registry): {e}")
             });
-            match wait_ready(&mut child, &addr, &marker, htpasswd.is_some()) {
+            match wait_ready(&mut child, &addr, &marker, credentials.is_some()) {
                 Startup::Ready => {
                     return Registry {
                         child,
                         addr,
                         credentials,
+                        token_server,
                         dir,
                     }
                 }
@@ -275,15 +313,8 @@ fn free_port() -> u16 {
 /// none of the features that could reach outside (notifications, proxy/pull
 /// through cache, redis, error reporting). Logs go to stderr, which `start`
 /// redirects into the temp dir.
-fn config(addr: &str, storage: &Path, marker: &str, htpasswd: Option<&Path>) -> String {
-    let auth = htpasswd
-        .map(|path| {
-            format!(
-                "auth:\n  htpasswd:\n    realm: crius-test\n    path: {}\n",
-                path.display()
-            )
-        })
-        .unwrap_or_default();
+/// `auth` is the registry's `auth:` section, or empty.
+fn config(addr: &str, storage: &Path, marker: &str, auth: &str) -> String {
     format!(
         "version: 0.1
 log:
