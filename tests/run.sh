@@ -3,7 +3,7 @@
 #
 # Installs the Debian packages the tests need when they are missing (the real registry,
 # skopeo to push test images into it, Debian's dynamic busybox for the test images,
-# htpasswd for a registry that requires authentication), then
+# htpasswd and openssl for registries that require Basic or token authentication), then
 # runs every unit and integration test: with cargo-nextest when it is installed, else with
 # cargo test. Extra arguments go to the test runner (e.g. a test name filter).
 set -euo pipefail
@@ -24,6 +24,7 @@ declare -A needed=(
     [skopeo]=/usr/bin/skopeo
     [busybox]=/bin/busybox
     [apache2-utils]=/usr/bin/htpasswd
+    [openssl]=/usr/bin/openssl
 )
 missing=()
 for package in "${!needed[@]}"; do
