@@ -20,13 +20,6 @@ fn crius(daemon: &Daemon, args: &[&str]) -> (bool, String, String) {
     (status.success(), stdout, stderr)
 }
 
-fn daemon_for(registry: &Registry) -> Daemon {
-    Daemon::start_with(&format!(
-        "[registries.\"{}\"]\ninsecure = true\n",
-        registry.addr()
-    ))
-}
-
 fn skopeo(args: &[&str]) -> String {
     let out = Command::new("skopeo")
         .arg("--insecure-policy")
@@ -47,7 +40,7 @@ fn pull_images_inspect_and_rmi() {
     let registry = Registry::start();
     let multilayer = images::multilayer();
     registry.push(&multilayer, "multilayer", "v1");
-    let daemon = daemon_for(&registry);
+    let daemon = Daemon::for_registry(registry.addr(), "");
     let name = registry.reference("multilayer", "v1");
     let id = multilayer.manifest("amd64")["config"]["digest"]
         .as_str()
@@ -114,7 +107,7 @@ fn save_is_readable_by_skopeo_and_loads_back() {
     let (busybox, nonroot) = (images::busybox(), images::nonroot());
     registry.push(&busybox, "busybox", "latest");
     registry.push(&nonroot, "nonroot", "latest");
-    let daemon = daemon_for(&registry);
+    let daemon = Daemon::for_registry(registry.addr(), "");
     let busybox_name = registry.reference("busybox", "latest");
     let nonroot_name = registry.reference("nonroot", "latest");
     assert!(crius(&daemon, &["pull", &busybox_name]).0);

@@ -13,36 +13,11 @@ use std::time::{Duration, Instant};
 
 use common::images::{self, digest_of};
 use common::registry::Registry;
-use common::Daemon;
+use common::{pull_image, Daemon};
 use crius::cri::api::*;
 use crius::cri::client::CriClient;
 use nix::sys::signal::Signal;
 use tonic::Code;
-
-fn daemon_for(addr: &str, extra: &str) -> Daemon {
-    Daemon::start_with(&format!(
-        "{extra}\n[registries.\"{addr}\"]\ninsecure = true\n"
-    ))
-}
-
-async fn pull(
-    client: &mut CriClient,
-    image: &str,
-    auth: Option<AuthConfig>,
-) -> Result<String, tonic::Status> {
-    client
-        .image
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.to_string(),
-                ..ImageSpec::default()
-            }),
-            auth,
-            sandbox_config: None,
-        })
-        .await
-        .map(|response| response.into_inner().image_ref)
-}
 
 /// Asserts that the daemon keeps no image, blob, ingest file or snapshot.
 async fn assert_nothing_kept(daemon: &Daemon, client: &mut CriClient) {
@@ -89,7 +64,7 @@ async fn corrupt_and_truncated_layers_fail_with_data_loss_and_keep_nothing() {
         .as_str()
         .unwrap()
         .to_string();
-    let daemon = daemon_for(registry.addr(), "");
+    let daemon = Daemon::for_registry(registry.addr(), "");
     let mut client = daemon.client().await;
 
     // Same length, different bytes: only the digest check can catch it.
@@ -99,7 +74,7 @@ async fn corrupt_and_truncated_layers_fail_with_data_loss_and_keep_nothing() {
     let middle = corrupt.len() / 2;
     corrupt[middle] ^= 0xff;
     std::fs::write(&blob, &corrupt).unwrap();
-    let err = pull(&mut client, &registry.reference("corrupt", "latest"), None)
+    let err = pull_image(&mut client, &registry.reference("corrupt", "latest"), None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
@@ -107,7 +82,7 @@ async fn corrupt_and_truncated_layers_fail_with_data_loss_and_keep_nothing() {
     assert_nothing_kept(&daemon, &mut client).await;
 
     std::fs::write(&blob, &original[..original.len() / 3]).unwrap();
-    let err = pull(
+    let err = pull_image(
         &mut client,
         &registry.reference("truncated", "latest"),
         None,
@@ -119,7 +94,7 @@ async fn corrupt_and_truncated_layers_fail_with_data_loss_and_keep_nothing() {
 
     // Once the registry serves the right bytes again, the pull works.
     std::fs::write(&blob, &original).unwrap();
-    pull(&mut client, &registry.reference("corrupt", "latest"), None)
+    pull_image(&mut client, &registry.reference("corrupt", "latest"), None)
         .await
         .unwrap();
 }
@@ -159,15 +134,15 @@ async fn bad_gzip_and_escaping_tar_are_refused_and_keep_nothing() {
     );
     registry.push(&escaping, "escape", "latest");
 
-    let daemon = daemon_for(registry.addr(), "");
+    let daemon = Daemon::for_registry(registry.addr(), "");
     let mut client = daemon.client().await;
-    let err = pull(&mut client, &registry.reference("badgzip", "latest"), None)
+    let err = pull_image(&mut client, &registry.reference("badgzip", "latest"), None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
     assert_nothing_kept(&daemon, &mut client).await;
 
-    let err = pull(&mut client, &registry.reference("escape", "latest"), None)
+    let err = pull_image(&mut client, &registry.reference("escape", "latest"), None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
@@ -188,10 +163,10 @@ async fn authentication_is_required_and_accepted_in_every_form() {
     let registry = Registry::start_with_htpasswd("kube", "s3cret");
     registry.push(&images::busybox(), "private/busybox", "latest");
     let name = registry.reference("private/busybox", "latest");
-    let daemon = daemon_for(registry.addr(), "");
+    let daemon = Daemon::for_registry(registry.addr(), "");
     let mut client = daemon.client().await;
 
-    let err = pull(&mut client, &name, None).await.unwrap_err();
+    let err = pull_image(&mut client, &name, None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(
         err.message().contains(registry.addr()),
@@ -204,7 +179,7 @@ async fn authentication_is_required_and_accepted_in_every_form() {
         ..AuthConfig::default()
     };
     assert_eq!(
-        pull(&mut client, &name, Some(wrong))
+        pull_image(&mut client, &name, Some(wrong))
             .await
             .unwrap_err()
             .code(),
@@ -214,7 +189,9 @@ async fn authentication_is_required_and_accepted_in_every_form() {
         auth: "%%%not base64".into(),
         ..AuthConfig::default()
     };
-    let err = pull(&mut client, &name, Some(garbage)).await.unwrap_err();
+    let err = pull_image(&mut client, &name, Some(garbage))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     let password = AuthConfig {
@@ -222,7 +199,9 @@ async fn authentication_is_required_and_accepted_in_every_form() {
         password: "s3cret".into(),
         ..AuthConfig::default()
     };
-    let id = pull(&mut client, &name, Some(password)).await.unwrap();
+    let id = pull_image(&mut client, &name, Some(password))
+        .await
+        .unwrap();
     client
         .image
         .remove_image(RemoveImageRequest {
@@ -238,7 +217,10 @@ async fn authentication_is_required_and_accepted_in_every_form() {
         auth: base64::engine::general_purpose::STANDARD.encode("kube:s3cret"),
         ..AuthConfig::default()
     };
-    assert_eq!(pull(&mut client, &name, Some(encoded)).await.unwrap(), id);
+    assert_eq!(
+        pull_image(&mut client, &name, Some(encoded)).await.unwrap(),
+        id
+    );
     drop(daemon);
 
     // Credentials from the config are used when the request has none.
@@ -247,7 +229,7 @@ async fn authentication_is_required_and_accepted_in_every_form() {
         registry.addr()
     ));
     let mut client = configured.client().await;
-    assert_eq!(pull(&mut client, &name, None).await.unwrap(), id);
+    assert_eq!(pull_image(&mut client, &name, None).await.unwrap(), id);
 }
 
 /// A TCP proxy to `target` that forwards at most `cap` bytes of responses per connection
@@ -317,10 +299,10 @@ async fn a_stalled_download_is_cancelled_after_the_progress_timeout() {
     let registry = Registry::start();
     registry.push(&images::multilayer(), "multilayer", "latest");
     let proxy = StallingProxy::start(registry.addr().to_string(), 2 * 1024 * 1024);
-    let daemon = daemon_for(&proxy.addr, "[image]\npull_progress_timeout_secs = 2\n");
+    let daemon = Daemon::for_registry(&proxy.addr, "[image]\npull_progress_timeout_secs = 2\n");
     let mut client = daemon.client().await;
     let started = Instant::now();
-    let err = pull(
+    let err = pull_image(
         &mut client,
         &format!("{}/multilayer:latest", proxy.addr),
         None,
@@ -342,12 +324,12 @@ async fn a_daemon_killed_mid_pull_cleans_up_at_the_next_start() {
     let registry = Registry::start();
     registry.push(&images::multilayer(), "multilayer", "latest");
     let name = registry.reference("multilayer", "latest");
-    let mut daemon = daemon_for(registry.addr(), "");
+    let mut daemon = Daemon::for_registry(registry.addr(), "");
     let client = daemon.client().await;
     let pulling = {
         let mut client = client.clone();
         let name = name.clone();
-        tokio::spawn(async move { pull(&mut client, &name, None).await })
+        tokio::spawn(async move { pull_image(&mut client, &name, None).await })
     };
     // Kill it once the download has visibly started.
     let ingest = daemon.root().join("content/ingest");
@@ -363,7 +345,7 @@ async fn a_daemon_killed_mid_pull_cleans_up_at_the_next_start() {
     daemon.spawn();
     let mut client = daemon.client().await;
     assert_nothing_kept(&daemon, &mut client).await;
-    pull(&mut client, &name, None).await.unwrap();
+    pull_image(&mut client, &name, None).await.unwrap();
 }
 
 /// A tmpfs of `megabytes`, mounted for one test and unmounted when dropped.
@@ -406,10 +388,10 @@ async fn a_full_disk_fails_the_pull_and_leaves_the_store_consistent() {
             &format!("[registries.\"{}\"]\ninsecure = true\n", registry.addr()),
         );
         let mut client = daemon.client().await;
-        let busybox = pull(&mut client, &registry.reference("busybox", "latest"), None)
+        let busybox = pull_image(&mut client, &registry.reference("busybox", "latest"), None)
             .await
             .unwrap();
-        let err = pull(
+        let err = pull_image(
             &mut client,
             &registry.reference("multilayer", "latest"),
             None,
@@ -474,7 +456,7 @@ async fn bearer_token_flow_and_registry_tokens() {
     let registry = Registry::start_with_token_auth("kube", "t0ken");
     registry.push(&images::busybox(), "private/busybox", "latest");
     let name = registry.reference("private/busybox", "latest");
-    let daemon = daemon_for(registry.addr(), "");
+    let daemon = Daemon::for_registry(registry.addr(), "");
     let mut client = daemon.client().await;
     let remove = |client: &mut CriClient, id: String| {
         let mut client = client.clone();
@@ -490,7 +472,7 @@ async fn bearer_token_flow_and_registry_tokens() {
     };
 
     // Anonymous: the token service refuses, and the error names the registry.
-    let err = pull(&mut client, &name, None).await.unwrap_err();
+    let err = pull_image(&mut client, &name, None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains(registry.addr()), "{}", err.message());
 
@@ -500,7 +482,9 @@ async fn bearer_token_flow_and_registry_tokens() {
         password: "t0ken".into(),
         ..AuthConfig::default()
     };
-    let id = pull(&mut client, &name, Some(password)).await.unwrap();
+    let id = pull_image(&mut client, &name, Some(password))
+        .await
+        .unwrap();
     remove(&mut client, id.clone()).await;
 
     // An identity token goes to the token service in place of the password.
@@ -509,7 +493,12 @@ async fn bearer_token_flow_and_registry_tokens() {
         identity_token: "t0ken".into(),
         ..AuthConfig::default()
     };
-    assert_eq!(pull(&mut client, &name, Some(identity)).await.unwrap(), id);
+    assert_eq!(
+        pull_image(&mut client, &name, Some(identity))
+            .await
+            .unwrap(),
+        id
+    );
     remove(&mut client, id.clone()).await;
 
     // A registry token is sent to the registry as it is.
@@ -517,14 +506,17 @@ async fn bearer_token_flow_and_registry_tokens() {
         registry_token: registry.token_for("private/busybox"),
         ..AuthConfig::default()
     };
-    assert_eq!(pull(&mut client, &name, Some(token)).await.unwrap(), id);
+    assert_eq!(
+        pull_image(&mut client, &name, Some(token)).await.unwrap(),
+        id
+    );
     let forged = AuthConfig {
         registry_token: "not.a.token".into(),
         ..AuthConfig::default()
     };
     remove(&mut client, id.clone()).await;
     assert_eq!(
-        pull(&mut client, &name, Some(forged))
+        pull_image(&mut client, &name, Some(forged))
             .await
             .unwrap_err()
             .code(),

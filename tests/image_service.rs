@@ -5,42 +5,21 @@ mod common;
 
 use common::images::{self, TestImage};
 use common::registry::Registry;
-use common::Daemon;
+use common::{image_spec, pull_image, Daemon};
 use crius::cri::api::*;
 use crius::cri::client::CriClient;
 use tonic::Code;
 
-/// A daemon that treats `registry` as an insecure (plain HTTP) registry.
-fn daemon_for(registry: &Registry, extra: &str) -> Daemon {
-    Daemon::start_with(&format!(
-        "[registries.\"{}\"]\ninsecure = true\n{extra}",
-        registry.addr()
-    ))
-}
-
-fn spec(image: &str) -> Option<ImageSpec> {
-    Some(ImageSpec {
-        image: image.to_string(),
-        ..ImageSpec::default()
-    })
-}
-
+/// PullImage without credentials.
 async fn pull(client: &mut CriClient, image: &str) -> Result<String, tonic::Status> {
-    client
-        .image
-        .pull_image(PullImageRequest {
-            image: spec(image),
-            ..PullImageRequest::default()
-        })
-        .await
-        .map(|response| response.into_inner().image_ref)
+    pull_image(client, image, None).await
 }
 
 async fn status(client: &mut CriClient, image: &str) -> ImageStatusResponse {
     client
         .image
         .image_status(ImageStatusRequest {
-            image: spec(image),
+            image: image_spec(image),
             verbose: true,
         })
         .await
@@ -65,11 +44,11 @@ async fn pulled_image_is_listed_with_kubelets_names_and_id() {
     let registry = Registry::start();
     let busybox = images::busybox();
     registry.push(&busybox, "busybox", "latest");
-    let daemon = daemon_for(&registry, "");
+    let daemon = Daemon::for_registry(registry.addr(), "");
     let mut client = daemon.client().await;
 
     let name = registry.reference("busybox", "latest");
-    let image_ref = pull(&mut client, &name).await.unwrap();
+    let image_ref = pull_image(&mut client, &name, None).await.unwrap();
     assert_eq!(
         image_ref,
         config_digest(&busybox, "amd64"),
@@ -122,7 +101,9 @@ async fn pulled_image_is_listed_with_kubelets_names_and_id() {
     let filtered = client
         .image
         .list_images(ListImagesRequest {
-            filter: Some(ImageFilter { image: spec(&name) }),
+            filter: Some(ImageFilter {
+                image: image_spec(&name),
+            }),
         })
         .await
         .unwrap()
@@ -166,7 +147,7 @@ async fn nonroot_multiarch_and_multilayer_images() {
     registry.push(&nonroot, "nonroot", "latest");
     registry.push(&multiarch, "multiarch", "latest");
     registry.push(&multilayer, "multilayer", "latest");
-    let daemon = daemon_for(&registry, "");
+    let daemon = Daemon::for_registry(registry.addr(), "");
     let mut client = daemon.client().await;
 
     pull(&mut client, &registry.reference("nonroot", "latest"))
@@ -233,15 +214,15 @@ async fn docker_hub_names_go_to_the_mirror_and_keep_their_name() {
     let registry = Registry::start();
     let busybox = images::busybox();
     registry.push(&busybox, "library/busybox", "latest");
-    let daemon = daemon_for(
-        &registry,
+    let daemon = Daemon::for_registry(
+        registry.addr(),
         &format!(
             "[registries.\"docker.io\"]\nmirrors = [\"http://{}\"]\nmirrors_only = true\n",
             registry.addr()
         ),
     );
     let mut client = daemon.client().await;
-    let id = pull(&mut client, "busybox").await.unwrap();
+    let id = pull_image(&mut client, "busybox", None).await.unwrap();
     let image = status(&mut client, "busybox").await.image.unwrap();
     assert_eq!(image.id, id);
     assert_eq!(
@@ -276,7 +257,7 @@ async fn remove_is_by_any_name_removes_all_tags_and_data_and_is_idempotent() {
     let busybox = images::busybox();
     registry.push(&busybox, "busybox", "latest");
     registry.push(&busybox, "busybox", "v2");
-    let daemon = daemon_for(&registry, "");
+    let daemon = Daemon::for_registry(registry.addr(), "");
     let mut client = daemon.client().await;
     let id = pull(&mut client, &registry.reference("busybox", "latest"))
         .await
@@ -294,7 +275,7 @@ async fn remove_is_by_any_name_removes_all_tags_and_data_and_is_idempotent() {
         client
             .image
             .remove_image(RemoveImageRequest {
-                image: spec(&registry.reference("busybox", "v2")),
+                image: image_spec(&registry.reference("busybox", "v2")),
             })
             .await
             .unwrap();
@@ -328,7 +309,9 @@ async fn remove_is_by_any_name_removes_all_tags_and_data_and_is_idempotent() {
     );
     client
         .image
-        .remove_image(RemoveImageRequest { image: spec(&id) })
+        .remove_image(RemoveImageRequest {
+            image: image_spec(&id),
+        })
         .await
         .unwrap();
 }
@@ -338,13 +321,13 @@ async fn images_survive_a_restart_and_concurrent_pulls_share_work() {
     let registry = Registry::start();
     let multilayer = images::multilayer();
     registry.push(&multilayer, "multilayer", "latest");
-    let mut daemon = daemon_for(&registry, "");
+    let mut daemon = Daemon::for_registry(registry.addr(), "");
     let name = registry.reference("multilayer", "latest");
     let client = daemon.client().await;
     let pulls = (0..3).map(|_| {
         let mut client = client.clone();
         let name = name.clone();
-        tokio::spawn(async move { pull(&mut client, &name).await })
+        tokio::spawn(async move { pull_image(&mut client, &name, None).await })
     });
     let ids: Vec<String> = futures_util::future::join_all(pulls)
         .await
@@ -379,10 +362,15 @@ async fn images_survive_a_restart_and_concurrent_pulls_share_work() {
 async fn bad_references_unknown_images_and_unreachable_registries() {
     let registry = Registry::start();
     registry.push(&images::busybox(), "busybox", "latest");
-    let daemon = daemon_for(&registry, "[registries.\"127.0.0.1:1\"]\ninsecure = true\n");
+    let daemon = Daemon::for_registry(
+        registry.addr(),
+        "[registries.\"127.0.0.1:1\"]\ninsecure = true\n",
+    );
     let mut client = daemon.client().await;
 
-    let err = pull(&mut client, "Not/A:Valid:Ref").await.unwrap_err();
+    let err = pull_image(&mut client, "Not/A:Valid:Ref", None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(
         err.message().contains("Not/A:Valid:Ref"),
@@ -468,7 +456,7 @@ async fn zstd_and_uncompressed_layers_pull_like_gzip_ones() {
         );
         registry.push(&image, name, "latest");
     }
-    let daemon = daemon_for(&registry, "");
+    let daemon = Daemon::for_registry(registry.addr(), "");
     let mut client = daemon.client().await;
     for (name, _, _) in &variants {
         pull(&mut client, &registry.reference(name, "latest"))

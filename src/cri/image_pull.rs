@@ -4,7 +4,7 @@
 use tokio::sync::mpsc;
 
 use super::api::{AuthConfig, PullImageRequest, PullImageResponse};
-use super::{crius_api, Cri, CriError};
+use super::{crius_api, requested_image, Cri, CriError};
 use crate::image::progress::{self, LayerState};
 use crate::image::Credentials;
 
@@ -13,13 +13,7 @@ impl Cri {
         &self,
         request: PullImageRequest,
     ) -> Result<PullImageResponse, CriError> {
-        let image = request
-            .image
-            .as_ref()
-            .map(|spec| spec.image.as_str())
-            .filter(|name| !name.is_empty())
-            .ok_or_else(|| CriError::invalid("image.image", "is required"))?;
-        tracing::Span::current().record("name", image);
+        let image = requested_image(request.image.as_ref())?;
         let credentials = request.auth.map(credentials).unwrap_or_default();
         let record = self
             .images

@@ -10,7 +10,7 @@ use super::api::{
     ImageStatusRequest, ImageStatusResponse, Int64Value, ListImagesRequest, ListImagesResponse,
     UInt64Value,
 };
-use super::{Cri, CriError};
+use super::{requested_image, Cri, CriError};
 use crate::store::ImageRecord;
 
 impl Cri {
@@ -35,13 +35,7 @@ impl Cri {
         &self,
         request: &ImageStatusRequest,
     ) -> Result<ImageStatusResponse, CriError> {
-        let key = request
-            .image
-            .as_ref()
-            .map(|spec| spec.image.as_str())
-            .filter(|name| !name.is_empty())
-            .ok_or_else(|| CriError::invalid("image.image", "is required"))?;
-        tracing::Span::current().record("name", key);
+        let key = requested_image(request.image.as_ref())?;
         let Some(record) = self.images.find(key) else {
             return Ok(ImageStatusResponse::default());
         };

@@ -39,6 +39,17 @@ pub struct Cri {
     pod_cidr: Mutex<String>,
 }
 
+/// The image an image RPC names (`image.image`), which must not be empty; recorded as
+/// the RPC span's `name`.
+fn requested_image(spec: Option<&api::ImageSpec>) -> Result<&str, CriError> {
+    let image = spec
+        .map(|spec| spec.image.as_str())
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| CriError::invalid("image.image", "is required"))?;
+    tracing::Span::current().record("name", image);
+    Ok(image)
+}
+
 impl Cri {
     /// Opens the stores under the config's root and recovers from an unclean stop.
     pub async fn open(config: Config) -> Result<Cri, ImageError> {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::content::sha256_reader;
-use super::manifest::{parse_config, Manifest, Platform};
+use super::manifest::{config_user, parse_config, Manifest, Platform};
 use super::reference::Reference;
 use super::{ContentError, ImageError, ImageManager};
 use crate::snapshot::{chain_ids, Compression};
@@ -215,11 +215,7 @@ impl ImageManager {
                 chain_id: chain_id.clone(),
             });
         }
-        let user = config
-            .config()
-            .as_ref()
-            .and_then(|c| c.user().clone())
-            .unwrap_or_default();
+        let user = config_user(&config);
         let record = ImageRecord {
             id: image.config.digest.clone(),
             repo_tags: image.names,

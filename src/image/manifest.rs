@@ -117,6 +117,15 @@ pub fn parse_config(bytes: &[u8]) -> Result<ImageConfiguration, ManifestError> {
         .map_err(|err| ManifestError(format!("invalid image config: {err}")))
 }
 
+/// The config's `User` (`uid`, `name`, `uid:gid`…); empty means the image's default, root.
+pub fn config_user(config: &ImageConfiguration) -> String {
+    config
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

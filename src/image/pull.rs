@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use oci_spec::image::Descriptor;
 use tokio::sync::Semaphore;
 
-use super::manifest::{parse_config, Manifest, Platform};
+use super::manifest::{config_user, parse_config, Manifest, Platform};
 use super::progress::{update_layer, LayerProgress, LayerState, Progress};
 use super::reference::Reference;
 use super::registry::{Credentials, FetchError, RemoteRepository};
@@ -145,11 +145,7 @@ impl ImageManager {
         let layers = futures_util::future::try_join_all(layer_fetches).await?;
 
         let size = config_descriptor.size() + layers.iter().map(|layer| layer.size).sum::<u64>();
-        let user = config
-            .config()
-            .as_ref()
-            .and_then(|c| c.user().clone())
-            .unwrap_or_default();
+        let user = config_user(&config);
         let record = ImageRecord {
             id: config_digest,
             repo_tags: reference.tagged().into_iter().collect(),

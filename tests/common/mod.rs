@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crius::cri::api::{AuthConfig, ImageSpec, PullImageRequest};
 use crius::cri::client::CriClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -42,6 +43,14 @@ impl Daemon {
     /// before any table in it).
     pub fn start_with(extra: &str) -> Daemon {
         Daemon::start_configured(None, extra)
+    }
+
+    /// Starts criusd treating the registry at `addr` as insecure (plain HTTP), with `extra`
+    /// config before that.
+    pub fn for_registry(addr: &str, extra: &str) -> Daemon {
+        Daemon::start_with(&format!(
+            "{extra}\n[registries.\"{addr}\"]\ninsecure = true\n"
+        ))
     }
 
     /// Starts criusd with its persistent root at `root` (e.g. on a small tmpfs).
@@ -244,6 +253,29 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// An `ImageSpec` naming `image`, as image RPCs take it.
+pub fn image_spec(image: &str) -> Option<ImageSpec> {
+    Some(ImageSpec {
+        image: image.to_string(),
+        ..ImageSpec::default()
+    })
+}
+
+/// PullImage as kubelet sends it; returns the image_ref.
+pub async fn pull_image(
+    client: &mut CriClient,
+    image: &str,
+    auth: Option<AuthConfig>,
+) -> Result<String, tonic::Status> {
+    let request = PullImageRequest {
+        image: image_spec(image),
+        auth,
+        sandbox_config: None,
+    };
+    let response = client.image.pull_image(request).await?;
+    Ok(response.into_inner().image_ref)
 }
 
 /// Runs one of the crate's binaries to completion: (exit status, stdout, stderr).
