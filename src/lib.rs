@@ -11,6 +11,8 @@
 //! - [`image`]: registries, the content store, pulls and garbage collection.
 //! - [`snapshot`]: image layers unpacked into overlay-ready directories.
 //! - [`store`]: crash-safe metadata records (images).
+//! - [`runtime`]: pure: (sandbox, container config, image config) → OCI runtime spec.
+//! - [`shim`]: `crius-shim` (shim v2 Task service over ttrpc) and criusd's shim manager.
 //! - [`logging`]: the `tracing` subscriber (text or JSON).
 //!
 //! Dependency rule: `bin → {cli, daemon} → cri → {store, image, snapshot, shim, network,
@@ -23,5 +25,7 @@ pub mod cri;
 pub mod daemon;
 pub mod image;
 pub mod logging;
+pub mod runtime;
+pub mod shim;
 pub mod snapshot;
 pub mod store;

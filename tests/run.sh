@@ -3,7 +3,8 @@
 #
 # Installs the Debian packages the tests need when they are missing (the real registry,
 # skopeo to push test images into it, Debian's dynamic busybox for the test images,
-# htpasswd and openssl for registries that require Basic or token authentication), then
+# htpasswd and openssl for registries that require Basic or token authentication, runc
+# for the containers the shim runs), then
 # runs every unit and integration test: with cargo-nextest when it is installed, else with
 # cargo test. Extra arguments go to the test runner (e.g. a test name filter).
 set -euo pipefail
@@ -14,7 +15,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 if ! command -v cargo >/dev/null; then
-    echo "tests/run.sh: cargo not found: install a Rust toolchain (rustup, Rust >= 1.85)" >&2
+    echo "tests/run.sh: cargo not found: install a Rust toolchain (rustup, Rust >= 1.87)" >&2
     exit 1
 fi
 
@@ -25,6 +26,7 @@ declare -A needed=(
     [busybox]=/bin/busybox
     [apache2-utils]=/usr/bin/htpasswd
     [openssl]=/usr/bin/openssl
+    [runc]=/usr/sbin/runc
 )
 missing=()
 for package in "${!needed[@]}"; do

@@ -1,22 +1,51 @@
-//! crius-shim: the per-pod supervisor process that criusd's shim manager starts.
+//! crius-shim: the per-pod supervisor that criusd's shim manager starts. It serves
+//! containerd's shim v2 Task API over ttrpc for one pod sandbox and outlives criusd.
 //!
-//! It will serve containerd's shim v2 Task API over ttrpc for one pod sandbox (see the
-//! pods-and-containers work). Until then the binary exists so that packaging, the systemd
-//! unit and the layout are final, and it refuses to run rather than pretend.
+//! `crius-shim start --id ID --dir DIR --runtime RUNC` forks the shim, waits until it
+//! serves, prints its socket address and exits (the shim v2 start protocol).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+use crius::shim::daemon::{start, ShimOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "crius-shim",
+    version,
+    about = "Per-pod container supervisor of crius"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the shim of one pod sandbox and print its ttrpc address.
+    Start {
+        /// The pod sandbox id.
+        #[arg(long)]
+        id: String,
+        /// The shim's own directory (socket, log, runtime state).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The OCI runtime binary containers are run with.
+        #[arg(long, default_value = "runc")]
+        runtime: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("--version") | Some("-V") => {
-            println!("crius-shim {}", env!("CARGO_PKG_VERSION"));
+    let Command::Start { id, dir, runtime } = Args::parse().command;
+    match start(ShimOptions { id, dir, runtime }) {
+        Ok(address) => {
+            println!("{address}");
             ExitCode::SUCCESS
         }
-        _ => {
-            eprintln!(
-                "crius-shim: started by criusd's shim manager, not by hand; \
-                 this build does not run containers yet"
-            );
+        Err(err) => {
+            eprintln!("crius-shim: {err}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,220 @@
+//! Container output in the CRI log format that kubelet reads and rotates:
+//! `<RFC3339Nano time> <stdout|stderr> <P|F> <content>\n`, `F` for a full line and `P`
+//! for a partial one (a line longer than [`MAX_LINE`] is split into `P` pieces ending
+//! with an `F`).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Longest line written as one record; longer lines are split, as containerd does.
+pub const MAX_LINE: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// One container's log file, shared by its stdout and stderr copiers.
+pub struct CriLog {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl CriLog {
+    /// Opens (creating, appending) the log file at `path`.
+    pub fn open(path: &Path) -> std::io::Result<Arc<CriLog>> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Arc::new(CriLog {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reopens the file at the same path: after kubelet renamed it for rotation, new
+    /// output goes to a fresh file.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        *self.lock() = file;
+        Ok(())
+    }
+
+    /// Writes one complete line: as `P` pieces of [`MAX_LINE`] bytes and a final `F`.
+    fn write_line(&self, stream: Stream, line: &[u8]) {
+        let mut rest = line;
+        while rest.len() > MAX_LINE {
+            self.write_record(stream, true, &rest[..MAX_LINE]);
+            rest = &rest[MAX_LINE..];
+        }
+        self.write_record(stream, false, rest);
+    }
+
+    fn write_record(&self, stream: Stream, partial: bool, content: &[u8]) {
+        let tag = if partial { "P" } else { "F" };
+        let mut record = format!(
+            "{} {} {tag} ",
+            rfc3339_nano(SystemTime::now()),
+            stream.name()
+        )
+        .into_bytes();
+        record.extend_from_slice(content);
+        record.push(b'\n');
+        // A full disk or a removed log must not stop the container: output is dropped.
+        let _ = self.lock().write_all(&record);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, File> {
+        self.file
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// Copies `source` (a pipe from the container) into `log` line by line until EOF, on a
+/// thread of its own. Returns when every writer of the pipe has closed it.
+pub fn copy_stream(
+    mut source: File,
+    stream: Stream,
+    log: Arc<CriLog>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("log-{}", stream.name()))
+        .spawn(move || {
+            let mut pending: Vec<u8> = Vec::new();
+            let mut buffer = [0u8; 8192];
+            loop {
+                let read = match source.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(read) => read,
+                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                pending.extend_from_slice(&buffer[..read]);
+                let mut start = 0;
+                while let Some(newline) = pending[start..].iter().position(|&b| b == b'\n') {
+                    log.write_line(stream, &pending[start..start + newline]);
+                    start += newline + 1;
+                }
+                pending.drain(..start);
+                while pending.len() >= MAX_LINE {
+                    log.write_record(stream, true, &pending[..MAX_LINE]);
+                    pending.drain(..MAX_LINE);
+                }
+            }
+            if !pending.is_empty() {
+                log.write_line(stream, &pending);
+            }
+        })
+}
+
+/// `2026-11-23T08:00:00.123456789Z`: RFC 3339 in UTC with nanoseconds, as kubelet parses it.
+pub fn rfc3339_nano(time: SystemTime) -> String {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60,
+        since_epoch.subsec_nanos()
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) — Howard Hinnant's
+/// `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339_nano_utc() {
+        assert_eq!(rfc3339_nano(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        let leap_day = UNIX_EPOCH + Duration::new(951_782_400 + 3_723, 5);
+        assert_eq!(rfc3339_nano(leap_day), "2000-02-29T01:02:03.000000005Z");
+        let later = UNIX_EPOCH + Duration::from_secs(1_795_392_000);
+        assert_eq!(rfc3339_nano(later), "2026-11-23T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn lines_partials_and_a_trailing_fragment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c/0.log");
+        let log = CriLog::open(&path).unwrap();
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let copier = copy_stream(
+            File::from(std::os::fd::OwnedFd::from(reader)),
+            Stream::Stderr,
+            log,
+        )
+        .unwrap();
+        writer.write_all(b"one\ntwo\n").unwrap();
+        writer.write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
+        writer.write_all(b"\ntail").unwrap();
+        drop(writer);
+        copier.join().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let records: Vec<(&str, &str, &str)> = text
+            .lines()
+            .map(|line| {
+                let mut parts = line.splitn(4, ' ');
+                let time = parts.next().unwrap();
+                assert!(time.ends_with('Z') && time.len() == 30, "{time}");
+                (
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                    parts.next().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(records[0], ("stderr", "F", "one"));
+        assert_eq!(records[1], ("stderr", "F", "two"));
+        assert_eq!(records[2].1, "P");
+        assert_eq!(records[2].2.len(), MAX_LINE);
+        assert_eq!(records[3], ("stderr", "F", "xxxxxxxxxx"));
+        assert_eq!(records[4], ("stderr", "F", "tail"));
+        assert_eq!(records.len(), 5);
+    }
+}

@@ -1,0 +1,129 @@
+//! `crius-shim start`: how a shim comes to life.
+//!
+//! The shim manager runs `crius-shim start`, which forks the long-lived shim and exits as
+//! soon as the shim serves its socket, printing the socket's address (the shim v2 start
+//! protocol). The forked shim starts a new session, so it belongs to no terminal and
+//! survives criusd; its parent exits, so it is re-parented away from criusd and criusd
+//! never has to reap it.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use containerd_shim_protos::create_task;
+use containerd_shim_protos::ttrpc::Server;
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, setsid, ForkResult};
+
+use super::reaper::Reaper;
+use super::runc::{dev_null, Runc};
+use super::task::TaskService;
+use super::ShimError;
+
+/// What a shim needs to know; passed on its command line.
+pub struct ShimOptions {
+    /// The pod sandbox this shim serves.
+    pub id: String,
+    /// The shim's own directory: socket, log, runc root.
+    pub dir: PathBuf,
+    /// The OCI runtime binary.
+    pub runtime: PathBuf,
+}
+
+/// Path of a shim's socket inside its directory.
+pub fn socket_path(dir: &Path) -> PathBuf {
+    dir.join("shim.sock")
+}
+
+/// Forks the shim and returns, in the parent, once it serves (or failed to). The caller
+/// prints the address and exits.
+pub fn start(options: ShimOptions) -> Result<String, ShimError> {
+    std::fs::create_dir_all(&options.dir).map_err(|source| ShimError::Io {
+        what: "create the shim directory",
+        source,
+    })?;
+    let (mut ready_reader, ready_writer) = std::io::pipe().map_err(|source| ShimError::Io {
+        what: "create the readiness pipe",
+        source,
+    })?;
+    // SAFETY: the process is single-threaded here (nothing has spawned a thread yet), so
+    // the child may run arbitrary code after fork.
+    match unsafe { fork() }.map_err(|source| ShimError::Sys {
+        what: "fork the shim",
+        source,
+    })? {
+        ForkResult::Parent { .. } => {
+            drop(ready_writer);
+            let mut answer = String::new();
+            let _ = ready_reader.read_to_string(&mut answer);
+            match answer.strip_prefix("ok ") {
+                Some(address) => Ok(address.to_string()),
+                None => Err(ShimError::FailedPrecondition(format!(
+                    "the shim did not start: {}",
+                    if answer.is_empty() {
+                        "it exited"
+                    } else {
+                        &answer
+                    }
+                ))),
+            }
+        }
+        ForkResult::Child => {
+            drop(ready_reader);
+            let code = match serve(&options, ready_writer) {
+                Ok(()) => 0,
+                Err(err) => {
+                    eprintln!("crius-shim {}: {err}", options.id);
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+/// The shim's life: detach, serve the Task service until `shutdown`, clean up.
+fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), ShimError> {
+    let sys = |what| move |source| ShimError::Sys { what, source };
+    setsid().map_err(sys("start a new session"))?;
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(options.dir.join("shim.log"))
+        .map_err(|source| ShimError::Io {
+            what: "open the shim log",
+            source,
+        })?;
+    dup2_stdin(dev_null()?.as_fd()).map_err(sys("redirect stdin"))?;
+    dup2_stdout(log.as_fd()).map_err(sys("redirect stdout"))?;
+    dup2_stderr(log.as_fd()).map_err(sys("redirect stderr"))?;
+
+    // Before any thread: the reaper blocks SIGCHLD for every thread spawned after it.
+    let reaper = Reaper::start()?;
+    let (shutdown_sender, shutdown) = mpsc::channel();
+    let runc = Runc::new(&options.runtime, &options.dir.join("runc"));
+    let service = TaskService::new(runc, reaper, shutdown_sender);
+    let socket = socket_path(&options.dir);
+    let _ = std::fs::remove_file(&socket);
+    let address = format!("unix://{}", socket.display());
+    let rpc = |source| ShimError::Rpc {
+        socket: address.clone(),
+        source,
+    };
+    let mut server = Server::new()
+        .bind(&address)
+        .map_err(rpc)?
+        .register_service(create_task(service))
+        // Idle threads cost memory; every blocked Wait holds one, so the ceiling is high.
+        .set_thread_count_default(2)
+        .set_thread_count_min(1)
+        .set_thread_count_max(32);
+    server.start().map_err(rpc)?;
+    let _ = write!(ready, "ok {address}");
+    drop(ready);
+    let _ = shutdown.recv();
+    server.shutdown();
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! Shims: one supervisor process per pod sandbox that runs its containers and outlives
+//! criusd.
+//!
+//! The shim side (`crius-shim`):
+//! - [`task`]: containerd's shim v2 Task service over ttrpc (create, start, kill, wait,
+//!   state, delete, shutdown), so criusd could drive another shim v2 binary and
+//!   containerd could drive this one.
+//! - [`reaper`]: the subreaper that collects every exit exactly once.
+//! - [`runc`]: containers run through an OCI runtime binary with a private `--root`.
+//! - [`cri_log`]: container output written in the CRI log format.
+//! - [`daemon`]: `crius-shim start`: fork the shim daemon, bind its socket, serve.
+//!
+//! The daemon side:
+//! - [`manager`]: starts shims, connects (and reconnects after a criusd restart) to them.
+
+pub mod cri_log;
+pub mod daemon;
+pub mod manager;
+pub mod reaper;
+pub mod runc;
+pub mod task;
+
+use containerd_shim_protos::ttrpc;
+use nix::errno::Errno;
+
+/// Why a shim operation failed. Converted to ttrpc statuses in exactly one place.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot {what}: {source}")]
+    Sys { what: &'static str, source: Errno },
+    #[error("runc {command} failed: {message}")]
+    Runtime {
+        command: &'static str,
+        message: String,
+    },
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    #[error("container {0} not found")]
+    NotFound(String),
+    #[error("container {0} already exists")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("the reaper thread is gone")]
+    ReaperGone,
+    #[error("shim {socket}: {source}")]
+    Rpc {
+        socket: String,
+        source: ttrpc::Error,
+    },
+}
+
+impl From<ShimError> for ttrpc::Error {
+    fn from(err: ShimError) -> ttrpc::Error {
+        let code = match &err {
+            ShimError::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
+            ShimError::NotFound(_) => ttrpc::Code::NOT_FOUND,
+            ShimError::AlreadyExists(_) => ttrpc::Code::ALREADY_EXISTS,
+            ShimError::FailedPrecondition(_) => ttrpc::Code::FAILED_PRECONDITION,
+            _ => ttrpc::Code::INTERNAL,
+        };
+        ttrpc::Error::RpcStatus(ttrpc::get_status(code, err.to_string()))
+    }
+}

@@ -1,0 +1,185 @@
+//! The `runc` command line, as the shim drives it: one private `--root` per shim (never
+//! the host's shared `/run/runc`), errors taken from runc's own log file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+
+use super::reaper::{wait_for, Exit, Reaper};
+use super::ShimError;
+
+/// An OCI runtime binary with the runc command line (runc, crun and youki share it).
+pub struct Runc {
+    binary: PathBuf,
+    /// runc's state directory for this shim's containers.
+    root: PathBuf,
+}
+
+/// Where a container's stdio goes while runc creates it: runc passes these descriptors
+/// to the container's init.
+pub struct InitStdio {
+    pub stdin: Stdio,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
+impl Runc {
+    pub fn new(binary: &Path, root: &Path) -> Runc {
+        Runc {
+            binary: binary.to_path_buf(),
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// `runc create`: sets the container up and leaves its init waiting for `start`.
+    /// Returns the init's pid.
+    pub fn create(
+        &self,
+        reaper: &Reaper,
+        id: &str,
+        bundle: &Path,
+        stdio: InitStdio,
+    ) -> Result<i32, ShimError> {
+        let pid_file = bundle.join("init.pid");
+        let mut command = self.command(bundle, id);
+        command
+            .arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdin(stdio.stdin)
+            .stdout(stdio.stdout)
+            .stderr(stdio.stderr);
+        self.run(reaper, command, bundle, "create")?;
+        let pid = std::fs::read_to_string(&pid_file).map_err(|source| ShimError::Io {
+            what: "read runc's pid file",
+            source,
+        })?;
+        pid.trim().parse().map_err(|_| ShimError::Runtime {
+            command: "create",
+            message: format!("pid file holds {pid:?}"),
+        })
+    }
+
+    /// `runc start`: lets the created container's init run its process.
+    pub fn start(&self, reaper: &Reaper, id: &str, bundle: &Path) -> Result<(), ShimError> {
+        let mut command = self.command(bundle, id);
+        command.arg("start").arg(id);
+        self.quiet(&mut command);
+        self.run(reaper, command, bundle, "start")
+    }
+
+    /// `runc kill [--all] ID SIGNAL`.
+    pub fn kill(
+        &self,
+        reaper: &Reaper,
+        id: &str,
+        bundle: &Path,
+        signal: u32,
+        all: bool,
+    ) -> Result<(), ShimError> {
+        let mut command = self.command(bundle, id);
+        command.arg("kill");
+        if all {
+            command.arg("--all");
+        }
+        command.arg(id).arg(signal.to_string());
+        self.quiet(&mut command);
+        self.run(reaper, command, bundle, "kill")
+    }
+
+    /// `runc delete --force ID`: removes the container's runc state and cgroup.
+    pub fn delete(&self, reaper: &Reaper, id: &str, bundle: &Path) -> Result<(), ShimError> {
+        let mut command = self.command(bundle, id);
+        command.arg("delete").arg("--force").arg(id);
+        self.quiet(&mut command);
+        self.run(reaper, command, bundle, "delete")
+    }
+
+    fn command(&self, bundle: &Path, id: &str) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(bundle.join(format!("runc-{id}.log")))
+            .arg("--log-format")
+            .arg("json");
+        command
+    }
+
+    fn quiet(&self, command: &mut Command) {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
+
+    /// Spawns `command` and waits for it through the reaper (the shim reaps every
+    /// child, so `Child::wait` would race it); a non-zero exit is an error carrying the
+    /// last message of runc's log.
+    fn run(
+        &self,
+        reaper: &Reaper,
+        mut command: Command,
+        bundle: &Path,
+        name: &'static str,
+    ) -> Result<(), ShimError> {
+        let exits: Receiver<Exit> = reaper.subscribe();
+        let child = command.spawn().map_err(|source| ShimError::Io {
+            what: "run the OCI runtime",
+            source,
+        })?;
+        let pid = child.id() as i32;
+        // Dropping the handle neither kills nor waits for the process.
+        drop(child);
+        let exit = wait_for(&exits, pid).ok_or(ShimError::ReaperGone)?;
+        if exit.status == 0 {
+            return Ok(());
+        }
+        Err(ShimError::Runtime {
+            command: name,
+            message: last_log_message(bundle)
+                .unwrap_or_else(|| format!("exited with status {}", exit.status)),
+        })
+    }
+}
+
+/// The last `msg` in runc's JSON log of this bundle.
+fn last_log_message(bundle: &Path) -> Option<String> {
+    let entries = std::fs::read_dir(bundle).ok()?;
+    let mut last = None;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("runc-") && name.ends_with(".log")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).ok()?;
+        for line in text.lines().rev() {
+            let record: serde_json::Value = match serde_json::from_str(line) {
+                Ok(record) => record,
+                Err(_) => continue,
+            };
+            if record["level"] == "error" {
+                last = record["msg"].as_str().map(str::to_string);
+                break;
+            }
+        }
+    }
+    last
+}
+
+/// `/dev/null`, for stdio a container does not use.
+pub fn dev_null() -> Result<File, ShimError> {
+    File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|source| ShimError::Io {
+            what: "open /dev/null",
+            source,
+        })
+}
