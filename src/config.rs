@@ -50,6 +50,9 @@ pub struct Config {
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub cgroup_driver: CgroupDriver,
+    /// The OCI runtime binary the shims run containers with (a path, or a name looked up
+    /// in PATH).
+    pub oci_runtime: PathBuf,
     pub image: ImageConfig,
     /// Per-registry settings keyed by registry host (`docker.io`, `127.0.0.1:5000`).
     pub registries: BTreeMap<String, RegistryConfig>,
@@ -64,6 +67,7 @@ impl Default for Config {
             log_level: LogLevel::Info,
             log_format: LogFormat::Text,
             cgroup_driver: CgroupDriver::Cgroupfs,
+            oci_runtime: PathBuf::from("runc"),
             image: ImageConfig::default(),
             registries: BTreeMap::new(),
         }

@@ -53,8 +53,8 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open the image store: {0}")]
-    Images(#[from] crate::image::ImageError),
+    #[error("cannot open crius's state: {0}")]
+    State(#[from] crate::cri::CriError),
     #[error("gRPC server on {path} failed: {source}")]
     Serve {
         path: PathBuf,

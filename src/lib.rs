@@ -11,6 +11,7 @@
 //! - [`image`]: registries, the content store, pulls and garbage collection.
 //! - [`snapshot`]: image layers unpacked into overlay-ready directories.
 //! - [`store`]: crash-safe metadata records (images).
+//! - [`network`]: pod network namespaces (loopback for now).
 //! - [`runtime`]: pure: (sandbox, container config, image config) → OCI runtime spec.
 //! - [`shim`]: `crius-shim` (shim v2 Task service over ttrpc) and criusd's shim manager.
 //! - [`logging`]: the `tracing` subscriber (text or JSON).
@@ -25,6 +26,7 @@ pub mod cri;
 pub mod daemon;
 pub mod image;
 pub mod logging;
+pub mod network;
 pub mod runtime;
 pub mod shim;
 pub mod snapshot;

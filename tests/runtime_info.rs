@@ -188,19 +188,8 @@ async fn every_other_rpc_answers_unimplemented_naming_itself() {
             );
         };
     }
-    check!(rt.run_pod_sandbox(RunPodSandboxRequest) = "RunPodSandbox");
-    check!(rt.stop_pod_sandbox(StopPodSandboxRequest) = "StopPodSandbox");
-    check!(rt.remove_pod_sandbox(RemovePodSandboxRequest) = "RemovePodSandbox");
-    check!(rt.pod_sandbox_status(PodSandboxStatusRequest) = "PodSandboxStatus");
-    check!(rt.list_pod_sandbox(ListPodSandboxRequest) = "ListPodSandbox");
     check!(rt.stream_pod_sandboxes(StreamPodSandboxesRequest) = "StreamPodSandboxes");
-    check!(rt.create_container(CreateContainerRequest) = "CreateContainer");
-    check!(rt.start_container(StartContainerRequest) = "StartContainer");
-    check!(rt.stop_container(StopContainerRequest) = "StopContainer");
-    check!(rt.remove_container(RemoveContainerRequest) = "RemoveContainer");
-    check!(rt.list_containers(ListContainersRequest) = "ListContainers");
     check!(rt.stream_containers(StreamContainersRequest) = "StreamContainers");
-    check!(rt.container_status(ContainerStatusRequest) = "ContainerStatus");
     check!(
         rt.update_container_resources(UpdateContainerResourcesRequest) = "UpdateContainerResources"
     );

@@ -1,6 +1,8 @@
 //! crius-shim driven through the shim manager, running real containers with Debian's runc:
 //! the shim v2 Task lifecycle, exit codes, CRI-format logs, reconnecting after the client
-//! goes away, and a shim that leaves nothing behind when it shuts down.
+//! goes away, and a shim that leaves nothing behind when it shuts down; ExecSync's exec'd
+//! processes: exit codes, raw output and its cap, and a timeout that kills the exec's
+//! whole process tree but not the container.
 
 mod common;
 
@@ -9,7 +11,8 @@ use std::time::Duration;
 
 use common::images::host_busybox;
 use common::processes_mentioning;
-use crius::shim::manager::{ShimManager, TaskStatus};
+use crius::shim::daemon::PodNamespaces;
+use crius::shim::manager::{ExecOutput, Shim, ShimManager, TaskStatus};
 use crius::shim::ShimError;
 
 const RUNC: &str = "/usr/sbin/runc";
@@ -65,7 +68,7 @@ fn containers_run_exit_and_log_through_the_shim() {
         dir.path(),
     );
     let pod = unique("pod");
-    let shim = manager.start(&pod).unwrap();
+    let shim = manager.start(&pod, PodNamespaces::default(), None).unwrap();
     let shim_dir = manager.shim_dir(&pod);
     let shim_processes = processes_mentioning(&shim_dir.display().to_string());
     assert_eq!(
@@ -206,7 +209,7 @@ fn a_failing_create_reports_runcs_error() {
         dir.path(),
     );
     let pod = unique("badpod");
-    let shim = manager.start(&pod).unwrap();
+    let shim = manager.start(&pod, PodNamespaces::default(), None).unwrap();
     let bundle = bundle(dir.path(), &["/no/such/binary"]);
     std::fs::remove_dir_all(bundle.join("rootfs/bin")).unwrap();
     let id = unique("broken");
@@ -229,4 +232,278 @@ fn a_failing_create_reports_runcs_error() {
         assert!(std::time::Instant::now() < deadline, "shim did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A shim with one running `sleep 1000` container, for the exec tests. A test that
+/// fails before [`SleepingPod::finish`] still stops both on drop.
+struct SleepingPod {
+    dir: tempfile::TempDir,
+    manager: ShimManager,
+    pod: String,
+    shim: Shim,
+    container: String,
+    bundle: PathBuf,
+    finished: bool,
+}
+
+impl SleepingPod {
+    fn start(name: &str) -> SleepingPod {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = ShimManager::new(
+            Path::new(env!("CARGO_BIN_EXE_crius-shim")),
+            Path::new(RUNC),
+            dir.path(),
+        );
+        let pod = unique(&format!("{name}-pod"));
+        let shim = manager.start(&pod, PodNamespaces::default(), None).unwrap();
+        let container = unique(name);
+        let bundle = bundle(dir.path(), &["sleep", "1000"]);
+        shim.create(&container, &bundle, &dir.path().join("logs/sleep.log"))
+            .unwrap();
+        shim.start(&container).unwrap();
+        SleepingPod {
+            dir,
+            manager,
+            pod,
+            shim,
+            container,
+            bundle,
+            finished: false,
+        }
+    }
+
+    /// The container's process spec with `args`, as JSON: what CRI's ExecSync would send.
+    fn process(&self, args: &[&str]) -> Vec<u8> {
+        let spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.bundle.join("config.json")).unwrap())
+                .unwrap();
+        let mut process = spec["process"].clone();
+        process["args"] = args.iter().map(|a| serde_json::Value::from(*a)).collect();
+        process.to_string().into_bytes()
+    }
+
+    /// Stops and deletes the container, shuts the shim down and checks that nothing is
+    /// left: no process, no exec file, no runc state.
+    fn finish(mut self) {
+        self.finished = true;
+        let SleepingPod {
+            dir,
+            manager,
+            pod,
+            shim,
+            container,
+            bundle,
+            ..
+        } = &self;
+        shim.kill(container, 9, false).unwrap();
+        shim.wait(container, Duration::from_secs(20))
+            .unwrap()
+            .unwrap();
+        shim.delete(container).unwrap();
+        shim.shutdown(false).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !processes_mentioning(&dir.path().display().to_string()).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "shim did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let shim_dir = manager.shim_dir(pod);
+        let left: Vec<_> = ["execs", "runc"]
+            .iter()
+            .flat_map(|sub| std::fs::read_dir(shim_dir.join(sub)).unwrap().flatten())
+            .map(|entry| entry.path())
+            .chain(
+                std::fs::read_dir(bundle)
+                    .unwrap()
+                    .flatten()
+                    .map(|entry| entry.path())
+                    .filter(|path| {
+                        path.file_name()
+                            .is_some_and(|name| name.to_string_lossy().starts_with("exec-"))
+                    }),
+            )
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
+impl Drop for SleepingPod {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let _ = self.shim.kill(&self.container, 9, true);
+        let _ = self.shim.wait(&self.container, Duration::from_secs(10));
+        let _ = self.shim.delete(&self.container);
+        let _ = self.shim.shutdown(true);
+    }
+}
+
+#[test]
+fn exec_sync_returns_exit_code_and_output() {
+    let pod = SleepingPod::start("exec");
+    let (shim, container) = (&pod.shim, pod.container.as_str());
+
+    let output = shim
+        .exec_sync(
+            container,
+            "exec-1",
+            &pod.process(&["sh", "-c", "echo out; echo err >&2; exit 7"]),
+            Some(Duration::from_secs(20)),
+            16 << 20,
+        )
+        .unwrap();
+    assert_eq!(
+        output,
+        ExecOutput {
+            exit_code: 7,
+            stdout: b"out\n".to_vec(),
+            stderr: b"err\n".to_vec(),
+            timed_out: false,
+        }
+    );
+
+    // Quick exits, which may come before runc has told the shim the exec's pid.
+    for code in 0..10 {
+        let output = shim
+            .exec_sync(
+                container,
+                &format!("quick-{code}"),
+                &pod.process(&["sh", "-c", &format!("exit {code}")]),
+                Some(Duration::from_secs(20)),
+                1024,
+            )
+            .unwrap();
+        assert_eq!((output.exit_code, output.timed_out), (code, false));
+    }
+
+    // No timeout, and output beyond the cap is dropped.
+    let output = shim
+        .exec_sync(
+            container,
+            "exec-2",
+            &pod.process(&["sh", "-c", "echo 0123456789; echo abcdefgh >&2"]),
+            None,
+            4,
+        )
+        .unwrap();
+    assert_eq!((output.exit_code, output.timed_out), (0, false));
+    assert_eq!(output.stdout, b"0123");
+    assert_eq!(output.stderr, b"abcd");
+
+    // The exec id may be reused once the exec is gone; a failed start is cleaned up too.
+    let err = shim
+        .exec_sync(
+            container,
+            "exec-1",
+            &pod.process(&["/no/such/binary"]),
+            None,
+            1024,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("runc exec"), "{err}");
+
+    assert!(matches!(
+        shim.exec_sync(
+            "no-such-container",
+            "exec-3",
+            &pod.process(&["echo"]),
+            None,
+            1024
+        ),
+        Err(ShimError::NotFound(_))
+    ));
+    for bad_id in ["../escape", "", "a/b", ".hidden"] {
+        assert!(
+            matches!(
+                shim.exec_sync(container, bad_id, &pod.process(&["echo"]), None, 1024),
+                Err(ShimError::InvalidArgument(_))
+            ),
+            "exec id {bad_id:?}"
+        );
+    }
+    assert!(matches!(
+        shim.exec_sync(container, "exec-4", b"{\"args\": []}", None, 1024),
+        Err(ShimError::InvalidArgument(_))
+    ));
+    assert_eq!(shim.state(container).unwrap().status, TaskStatus::Running);
+
+    // A stopped container runs no exec.
+    shim.kill(container, 9, false).unwrap();
+    shim.wait(container, Duration::from_secs(20))
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        shim.exec_sync(container, "exec-5", &pod.process(&["echo"]), None, 1024),
+        Err(ShimError::FailedPrecondition(_))
+    ));
+    pod.finish();
+}
+
+#[test]
+fn exec_sync_timeout_kills_the_whole_exec_tree_and_spares_the_container() {
+    let pod = SleepingPod::start("exectimeout");
+    // Durations no other process uses, so that the exec's processes can be told apart.
+    let marks = [1, 2].map(|n| format!("sleep {}{n}", std::process::id()));
+    let script = format!("{} & {}", marks[0], marks[1]);
+    let process = pod.process(&["sh", "-c", &script]);
+    let started = std::time::Instant::now();
+    let (output, exec_pids) = std::thread::scope(|scope| {
+        let exec = scope.spawn(|| {
+            pod.shim.exec_sync(
+                &pod.container,
+                "timeout-1",
+                &process,
+                Some(Duration::from_secs(3)),
+                1024,
+            )
+        });
+        // Both sleeps run before the timeout: note their pids.
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let mut pids = Vec::new();
+        while pids.len() < 2 && std::time::Instant::now() < deadline {
+            pids = marks
+                .iter()
+                .flat_map(|mark| processes_mentioning(mark))
+                .map(|line| line.split(':').next().unwrap().to_string())
+                .collect();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (exec.join().unwrap(), pids)
+    });
+    let output = output.unwrap();
+    assert_eq!(exec_pids.len(), 2, "the exec's sleeps: {exec_pids:?}");
+    assert!(output.timed_out, "{output:?}");
+    assert_eq!(output.exit_code, 137);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // Gone, or dead and waiting for the container's init (sleep) to reap them.
+    for pid in &exec_pids {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let state = stat.rsplit(')').next().unwrap().split_whitespace().next();
+            assert_eq!(state, Some("Z"), "exec process {pid} lives on: {stat}");
+        }
+    }
+    for mark in &marks {
+        assert!(processes_mentioning(mark).is_empty(), "{mark} lives on");
+    }
+    assert_eq!(
+        pod.shim.state(&pod.container).unwrap().status,
+        TaskStatus::Running,
+        "the timeout killed the container"
+    );
+    // The container still runs execs.
+    let output = pod
+        .shim
+        .exec_sync(
+            &pod.container,
+            "timeout-2",
+            &pod.process(&["echo", "still here"]),
+            Some(Duration::from_secs(20)),
+            1024,
+        )
+        .unwrap();
+    assert_eq!(
+        (output.exit_code, output.stdout),
+        (0, b"still here\n".to_vec())
+    );
+    pod.finish();
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use crius::shim::daemon::{start, ShimOptions};
+use crius::shim::daemon::{start, PodNamespaces, ShimOptions};
 
 #[derive(Parser)]
 #[command(
@@ -28,18 +28,50 @@ enum Command {
         /// The pod sandbox id.
         #[arg(long)]
         id: String,
-        /// The shim's own directory (socket, log, runtime state).
+        /// The shim's own directory (log, runtime state, exec output).
         #[arg(long)]
         dir: PathBuf,
+        /// The unix socket to serve the Task API on.
+        #[arg(long)]
+        socket: PathBuf,
         /// The OCI runtime binary containers are run with.
         #[arg(long, default_value = "runc")]
         runtime: PathBuf,
+        /// Give the pod its own network namespace (loopback up).
+        #[arg(long)]
+        new_network: bool,
+        /// Give the pod its own IPC namespace.
+        #[arg(long)]
+        new_ipc: bool,
+        /// Give the pod its own UTS namespace, with this hostname.
+        #[arg(long, value_name = "HOSTNAME")]
+        hostname: Option<String>,
     },
 }
 
 fn main() -> ExitCode {
-    let Command::Start { id, dir, runtime } = Args::parse().command;
-    match start(ShimOptions { id, dir, runtime }) {
+    let Command::Start {
+        id,
+        dir,
+        socket,
+        runtime,
+        new_network,
+        new_ipc,
+        hostname,
+    } = Args::parse().command;
+    let namespaces = PodNamespaces {
+        network: new_network,
+        ipc: new_ipc,
+        uts: hostname.is_some(),
+    };
+    match start(ShimOptions {
+        id,
+        dir,
+        socket,
+        runtime,
+        namespaces,
+        hostname,
+    }) {
         Ok(address) => {
             println!("{address}");
             ExitCode::SUCCESS

@@ -4,6 +4,10 @@
 use tonic::Code;
 
 use crate::image::ImageError;
+use crate::runtime::SpecError;
+use crate::shim::ShimError;
+use crate::snapshot::SnapshotError;
+use crate::store::{AmbiguousPrefix, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CriError {
@@ -15,6 +19,29 @@ pub enum CriError {
     InvalidArgument { field: &'static str, reason: String },
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// `kind` is "pod sandbox" or "container".
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{kind} name {name:?} is already in use by {id}")]
+    AlreadyExists {
+        kind: &'static str,
+        name: String,
+        id: String,
+    },
+    /// The object is not in a state that allows the request.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error(transparent)]
+    Ambiguous(#[from] AmbiguousPrefix),
+    /// The container config cannot become a runtime spec; the message names the field.
+    #[error("invalid container config: {0}")]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Shim(#[from] ShimError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     /// crius failed at something the request did not cause; `what` says what it was doing.
     #[error("internal error while {what}: {reason}")]
     Internal { what: &'static str, reason: String },
@@ -35,6 +62,18 @@ impl CriError {
             CriError::InvalidArgument { .. } => Code::InvalidArgument,
             CriError::Internal { .. } => Code::Internal,
             CriError::Image(err) => image_code(err),
+            CriError::NotFound { .. } => Code::NotFound,
+            CriError::AlreadyExists { .. } => Code::AlreadyExists,
+            CriError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CriError::Ambiguous(_) | CriError::Spec(_) => Code::InvalidArgument,
+            CriError::Shim(err) => match err {
+                ShimError::NotFound(_) => Code::NotFound,
+                ShimError::AlreadyExists(_) => Code::AlreadyExists,
+                ShimError::InvalidArgument(_) => Code::InvalidArgument,
+                ShimError::FailedPrecondition(_) => Code::FailedPrecondition,
+                _ => Code::Internal,
+            },
+            CriError::Store(_) | CriError::Snapshot(_) => Code::Internal,
         }
     }
 }

@@ -10,19 +10,35 @@
 
 pub mod api;
 pub mod client;
+mod container_create;
+mod container_start;
+mod container_status;
+mod container_stop;
 pub mod crius_api;
 mod error;
 mod image_archive;
 mod image_pull;
 mod image_query;
 mod image_remove;
+mod pod_shims;
+mod recovery;
+mod rollback;
 mod runtime_info;
+mod sandbox_run;
+mod sandbox_status;
+mod sandbox_stop;
 pub mod service;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::image::{ImageError, ImageManager};
+use crate::image::ImageManager;
+use crate::runtime::HostContext;
+use crate::shim::manager::ShimManager;
+use crate::store::{ContainerRecord, RecordStore, SandboxRecord};
+use pod_shims::PodShims;
 
 pub use error::CriError;
 
@@ -37,6 +53,15 @@ pub struct Cri {
     images: Arc<ImageManager>,
     /// Pod CIDR(s) kubelet last sent through UpdateRuntimeConfig; empty until then.
     pod_cidr: Mutex<String>,
+    sandboxes: RecordStore<SandboxRecord>,
+    /// Shared with the exit watchers, which record exits as they happen.
+    containers: Arc<RecordStore<ContainerRecord>>,
+    shims: PodShims,
+    /// What containers may have on this node (capabilities, cgroup version).
+    host: HostContext,
+    /// Held while a pod or container name is checked and claimed, so that two requests
+    /// for the same name cannot both succeed.
+    names: tokio::sync::Mutex<()>,
 }
 
 /// The image an image RPC names (`image.image`), which must not be empty; recorded as
@@ -51,13 +76,76 @@ fn requested_image(spec: Option<&api::ImageSpec>) -> Result<&str, CriError> {
 }
 
 impl Cri {
-    /// Opens the stores under the config's root and recovers from an unclean stop.
-    pub async fn open(config: Config) -> Result<Cri, ImageError> {
+    /// Opens the stores under the config's root and recovers from an unclean stop:
+    /// reconnects to the shims that outlived the previous criusd and picks up their
+    /// containers' exits.
+    pub async fn open(config: Config) -> Result<Cri, CriError> {
         let images = ImageManager::open(&config).await?;
-        Ok(Cri {
+        let shim_binary = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("crius-shim")))
+            .unwrap_or_else(|| PathBuf::from("crius-shim"));
+        let host = HostContext {
+            capabilities: crate::runtime::host_capabilities().map_err(|err| {
+                CriError::Internal {
+                    what: "reading the host's capabilities",
+                    reason: err.to_string(),
+                }
+            })?,
+            cgroup_v2: std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+            ..HostContext::default()
+        };
+        let cri = Cri {
+            sandboxes: RecordStore::open(&config.root.join("pods/sandboxes"))?,
+            containers: Arc::new(RecordStore::open(&config.root.join("pods/containers"))?),
+            shims: PodShims::new(ShimManager::new(
+                &shim_binary,
+                &config.oci_runtime,
+                &config.state,
+            )),
+            host,
+            names: tokio::sync::Mutex::new(()),
             config,
             images,
             pod_cidr: Mutex::new(String::new()),
-        })
+        };
+        cri.recover();
+        Ok(cri)
     }
+
+    /// Runtime files of a sandbox: hostname, hosts, resolv.conf, shm.
+    fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.config.state.join("sandboxes").join(id)
+    }
+
+    /// A container's OCI bundle (config.json, rootfs mount point).
+    fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.config.state.join("containers").join(id)
+    }
+
+    /// A container's writable layer (overlay upper and work directories).
+    fn layer_dir(&self, id: &str) -> PathBuf {
+        self.config.root.join("layers").join(id)
+    }
+}
+
+/// Nanoseconds since the epoch, as the CRI's timestamps are.
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+/// A new 64-hex-digit id for a sandbox or container, from the kernel's random source.
+fn new_id() -> Result<String, CriError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .map_err(|err| CriError::Internal {
+            what: "reading /dev/urandom for an id",
+            reason: err.to_string(),
+        })?;
+    Ok(hex::encode(bytes))
 }

@@ -164,19 +164,58 @@ cri_service_impl! {
             })
             .await
         }
+
+        async fn run_pod_sandbox(&self, request: Request<RunPodSandboxRequest>) -> RpcResult<RunPodSandboxResponse> {
+            rpc("RunPodSandbox", self.cri.run_pod_sandbox(request.into_inner())).await
+        }
+
+        async fn stop_pod_sandbox(&self, request: Request<StopPodSandboxRequest>) -> RpcResult<StopPodSandboxResponse> {
+            rpc("StopPodSandbox", self.cri.stop_pod_sandbox(request.get_ref())).await
+        }
+
+        async fn remove_pod_sandbox(
+            &self,
+            request: Request<RemovePodSandboxRequest>,
+        ) -> RpcResult<RemovePodSandboxResponse> {
+            rpc("RemovePodSandbox", self.cri.remove_pod_sandbox(request.get_ref())).await
+        }
+
+        async fn pod_sandbox_status(
+            &self,
+            request: Request<PodSandboxStatusRequest>,
+        ) -> RpcResult<PodSandboxStatusResponse> {
+            rpc("PodSandboxStatus", async { self.cri.pod_sandbox_status(request.get_ref()) }).await
+        }
+
+        async fn list_pod_sandbox(&self, request: Request<ListPodSandboxRequest>) -> RpcResult<ListPodSandboxResponse> {
+            rpc("ListPodSandbox", async { Ok(self.cri.list_pod_sandbox(request.get_ref())) }).await
+        }
+
+        async fn create_container(&self, request: Request<CreateContainerRequest>) -> RpcResult<CreateContainerResponse> {
+            rpc("CreateContainer", self.cri.create_container(request.into_inner())).await
+        }
+
+        async fn start_container(&self, request: Request<StartContainerRequest>) -> RpcResult<StartContainerResponse> {
+            rpc("StartContainer", self.cri.start_container(request.get_ref())).await
+        }
+
+        async fn stop_container(&self, request: Request<StopContainerRequest>) -> RpcResult<StopContainerResponse> {
+            rpc("StopContainer", self.cri.stop_container(request.get_ref())).await
+        }
+
+        async fn remove_container(&self, request: Request<RemoveContainerRequest>) -> RpcResult<RemoveContainerResponse> {
+            rpc("RemoveContainer", self.cri.remove_container(request.get_ref())).await
+        }
+
+        async fn container_status(&self, request: Request<ContainerStatusRequest>) -> RpcResult<ContainerStatusResponse> {
+            rpc("ContainerStatus", async { self.cri.container_status(request.get_ref()) }).await
+        }
+
+        async fn list_containers(&self, request: Request<ListContainersRequest>) -> RpcResult<ListContainersResponse> {
+            rpc("ListContainers", async { Ok(self.cri.list_containers(request.get_ref())) }).await
+        }
     }
     unimplemented {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox";
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox";
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox";
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus";
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox";
-        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
-        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
-        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer";
-        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers";
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus";
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
         exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";

@@ -163,6 +163,11 @@ impl ImageManager {
         Ok(self.content.ingest_dir("upload")?)
     }
 
+    /// The unpacked snapshot of a layer chain: an overlay lower directory.
+    pub fn snapshot_path(&self, chain_id: &str) -> Result<PathBuf, ImageError> {
+        Ok(self.snapshots.path(chain_id)?)
+    }
+
     /// The image's config blob, as the registry served it.
     pub async fn config_bytes(&self, image: &ImageRecord) -> Result<Vec<u8>, ImageError> {
         Ok(self.content.read(&image.id).await?)

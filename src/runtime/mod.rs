@@ -43,6 +43,7 @@ use oci_spec::runtime::{
     ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
+pub use capabilities::host_capabilities;
 pub use input::{
     Capability, ContainerConfig, ContainerSpecInput, Device, DnsConfig, HostContext, HugepageLimit,
     ImageConfig, KeyValue, LinuxContainerConfig, LinuxContainerResources,

@@ -9,40 +9,58 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc;
 
 use containerd_shim_protos::create_task;
 use containerd_shim_protos::ttrpc::Server;
-use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, setsid, ForkResult};
+use nix::sched::{unshare, CloneFlags};
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, sethostname, setsid, ForkResult};
 
 use super::reaper::Reaper;
 use super::runc::{dev_null, Runc};
 use super::task::TaskService;
 use super::ShimError;
+use crate::network::bring_up_loopback;
 
 /// What a shim needs to know; passed on its command line.
 pub struct ShimOptions {
     /// The pod sandbox this shim serves.
     pub id: String,
-    /// The shim's own directory: socket, log, runc root.
+    /// The shim's own directory: log, runc root, exec output.
     pub dir: PathBuf,
+    /// The unix socket it serves on (kept short: socket paths are limited to 107 bytes).
+    pub socket: PathBuf,
     /// The OCI runtime binary.
     pub runtime: PathBuf,
+    /// Namespaces the shim creates and holds for the pod's containers to join.
+    pub namespaces: PodNamespaces,
+    /// The pod's hostname, set in its UTS namespace.
+    pub hostname: Option<String>,
 }
 
-/// Path of a shim's socket inside its directory.
-pub fn socket_path(dir: &Path) -> PathBuf {
-    dir.join("shim.sock")
+/// Which of the pod's namespaces are its own (the others are the node's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodNamespaces {
+    pub network: bool,
+    pub ipc: bool,
+    pub uts: bool,
 }
 
 /// Forks the shim and returns, in the parent, once it serves (or failed to). The caller
 /// prints the address and exits.
 pub fn start(options: ShimOptions) -> Result<String, ShimError> {
+    if let Some(sockets) = options.socket.parent() {
+        std::fs::create_dir_all(sockets).map_err(|source| ShimError::Io {
+            what: "create the shim socket directory",
+            source,
+        })?;
+    }
     std::fs::create_dir_all(&options.dir).map_err(|source| ShimError::Io {
         what: "create the shim directory",
         source,
     })?;
+    enter_pod_namespaces(&options)?;
     let (mut ready_reader, ready_writer) = std::io::pipe().map_err(|source| ShimError::Io {
         what: "create the readiness pipe",
         source,
@@ -83,6 +101,37 @@ pub fn start(options: ShimOptions) -> Result<String, ShimError> {
     }
 }
 
+/// Creates the pod's own namespaces in this (still single-threaded, short-lived) start
+/// process, so that the forked shim lives in them and holds them for the pod, the way a
+/// pause container would: containers join `/proc/<shim pid>/ns/*`.
+fn enter_pod_namespaces(options: &ShimOptions) -> Result<(), ShimError> {
+    let wanted = options.namespaces;
+    let mut flags = CloneFlags::empty();
+    flags.set(CloneFlags::CLONE_NEWNET, wanted.network);
+    flags.set(CloneFlags::CLONE_NEWIPC, wanted.ipc);
+    flags.set(CloneFlags::CLONE_NEWUTS, wanted.uts);
+    if flags.is_empty() {
+        return Ok(());
+    }
+    unshare(flags).map_err(|source| ShimError::Sys {
+        what: "create the pod's namespaces",
+        source,
+    })?;
+    if let (true, Some(hostname)) = (wanted.uts, &options.hostname) {
+        sethostname(hostname).map_err(|source| ShimError::Sys {
+            what: "set the pod's hostname",
+            source,
+        })?;
+    }
+    if wanted.network {
+        bring_up_loopback().map_err(|source| ShimError::Sys {
+            what: "bring up the pod's loopback",
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// The shim's life: detach, serve the Task service until `shutdown`, clean up.
 fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), ShimError> {
     let sys = |what| move |source| ShimError::Sys { what, source };
@@ -104,8 +153,8 @@ fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), Sh
     let (shutdown_sender, shutdown) = mpsc::channel();
     let runc = Runc::new(&options.runtime, &options.dir.join("runc"));
     let service = TaskService::new(runc, reaper, shutdown_sender);
-    let socket = socket_path(&options.dir);
-    let _ = std::fs::remove_file(&socket);
+    let socket = &options.socket;
+    let _ = std::fs::remove_file(socket);
     let address = format!("unix://{}", socket.display());
     let rpc = |source| ShimError::Rpc {
         socket: address.clone(),
@@ -124,6 +173,6 @@ fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), Sh
     drop(ready);
     let _ = shutdown.recv();
     server.shutdown();
-    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(socket);
     Ok(())
 }

@@ -2,25 +2,36 @@
 //! reconnect to the shims that outlived a criusd restart.
 //!
 //! Calls are blocking ttrpc calls with deadlines; async callers run them on blocking
-//! threads. A shim's directory is `<state>/shims/<sandbox-id>/` (socket, log, runc root).
+//! threads. A shim's directory is `<state>/shims/<sandbox-id>/` (socket, log, runc root,
+//! and `execs/`, where ExecSync's output files live while it runs).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::api::{
-    CreateTaskRequest, DeleteRequest, KillRequest, ShutdownRequest, StartRequest, StateRequest,
-    Status, WaitRequest,
+    ConnectRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest, KillRequest,
+    ShutdownRequest, StartRequest, StateRequest, Status, WaitRequest,
 };
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::ttrpc::{self, context};
 use containerd_shim_protos::TaskClient;
 
-use super::daemon::socket_path;
+use super::daemon::PodNamespaces;
+use super::task::check_exec_id;
 use super::ShimError;
 
 /// Deadline of a shim call that should answer at once.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The type of an exec's spec, as containerd marks the OCI Process it sends.
+const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+
+/// SIGKILL, as the Task API carries signals.
+const SIGKILL: u32 = 9;
 
 /// Starts and finds shims.
 pub struct ShimManager {
@@ -30,12 +41,31 @@ pub struct ShimManager {
     runtime: PathBuf,
     /// `<state>/shims`.
     dir: PathBuf,
+    /// `<state>/s`: the shims' sockets.
+    sockets: PathBuf,
 }
+
+/// Longest unix socket path the kernel accepts (sun_path is 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// A connection to one pod's shim.
 pub struct Shim {
     socket: String,
     client: TaskClient,
+    /// The shim's directory (see the module header).
+    dir: PathBuf,
+}
+
+/// What an exec'd process left behind: CRI ExecSync's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// As the reaper reports it: 128 + the signal for a killed process (137 after a
+    /// timeout).
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The timeout passed and the exec's process tree was killed.
+    pub timed_out: bool,
 }
 
 /// A container's exit as the shim reports it.
@@ -67,6 +97,7 @@ impl ShimManager {
             shim_binary: shim_binary.to_path_buf(),
             runtime: runtime.to_path_buf(),
             dir: state.join("shims"),
+            sockets: state.join("s"),
         }
     }
 
@@ -75,16 +106,48 @@ impl ShimManager {
         self.dir.join(sandbox_id)
     }
 
-    /// Starts the shim of `sandbox_id` and connects to it.
-    pub fn start(&self, sandbox_id: &str) -> Result<Shim, ShimError> {
-        let output = Command::new(&self.shim_binary)
+    /// The socket of the shim of `sandbox_id`: `<state>/s/<id>`, short because a unix
+    /// socket path may not exceed 107 bytes.
+    pub fn socket(&self, sandbox_id: &str) -> Result<PathBuf, ShimError> {
+        let socket = self.sockets.join(sandbox_id);
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(ShimError::InvalidArgument(format!(
+                "shim socket path {} is longer than {MAX_SOCKET_PATH} bytes: choose a shorter `state` directory",
+                socket.display()
+            )));
+        }
+        Ok(socket)
+    }
+
+    /// Starts the shim of `sandbox_id`, holding the pod's own `namespaces` (with
+    /// `hostname` in a new UTS namespace), and connects to it. Blocking.
+    pub fn start(
+        &self,
+        sandbox_id: &str,
+        namespaces: PodNamespaces,
+        hostname: Option<&str>,
+    ) -> Result<Shim, ShimError> {
+        let mut command = Command::new(&self.shim_binary);
+        command
             .arg("start")
             .arg("--id")
             .arg(sandbox_id)
             .arg("--dir")
             .arg(self.shim_dir(sandbox_id))
+            .arg("--socket")
+            .arg(self.socket(sandbox_id)?)
             .arg("--runtime")
-            .arg(&self.runtime)
+            .arg(&self.runtime);
+        if namespaces.network {
+            command.arg("--new-network");
+        }
+        if namespaces.ipc {
+            command.arg("--new-ipc");
+        }
+        if let (true, Some(hostname)) = (namespaces.uts, hostname) {
+            command.arg("--hostname").arg(hostname);
+        }
+        let output = command
             .stdin(Stdio::null())
             .output()
             .map_err(|source| ShimError::Io {
@@ -98,20 +161,21 @@ impl ShimManager {
             )));
         }
         let address = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        Shim::connect(&address)
+        Shim::connect(&address, self.shim_dir(sandbox_id))
     }
 
     /// Connects to the running shim of `sandbox_id` (after a criusd restart).
     pub fn connect(&self, sandbox_id: &str) -> Result<Shim, ShimError> {
-        Shim::connect(&format!(
-            "unix://{}",
-            socket_path(&self.shim_dir(sandbox_id)).display()
-        ))
+        let socket = self.socket(sandbox_id)?;
+        Shim::connect(
+            &format!("unix://{}", socket.display()),
+            self.shim_dir(sandbox_id),
+        )
     }
 }
 
 impl Shim {
-    fn connect(address: &str) -> Result<Shim, ShimError> {
+    fn connect(address: &str, dir: PathBuf) -> Result<Shim, ShimError> {
         let client = ttrpc::Client::connect(address).map_err(|source| ShimError::Rpc {
             socket: address.to_string(),
             source,
@@ -119,7 +183,17 @@ impl Shim {
         Ok(Shim {
             socket: address.to_string(),
             client: TaskClient::new(client),
+            dir,
         })
+    }
+
+    /// The shim's process id: its `/proc/<pid>/ns/*` are the pod's namespaces.
+    pub fn pid(&self) -> Result<u32, ShimError> {
+        let response = self
+            .client
+            .connect(deadline(), &ConnectRequest::default())
+            .map_err(|err| self.error(err))?;
+        Ok(response.shim_pid)
     }
 
     /// Creates container `id` from the OCI bundle at `bundle`; its output goes to the CRI
@@ -140,8 +214,14 @@ impl Shim {
     }
 
     pub fn start(&self, id: &str) -> Result<u32, ShimError> {
+        self.start_process(id, "")
+    }
+
+    /// Starts the container's init, or its exec `exec_id` when not empty; returns its pid.
+    fn start_process(&self, id: &str, exec_id: &str) -> Result<u32, ShimError> {
         let request = StartRequest {
             id: id.to_string(),
+            exec_id: exec_id.to_string(),
             ..StartRequest::default()
         };
         Ok(self
@@ -153,8 +233,21 @@ impl Shim {
 
     /// Sends `signal` to the container's init (to all its processes with `all`).
     pub fn kill(&self, id: &str, signal: u32, all: bool) -> Result<(), ShimError> {
+        self.kill_process(id, "", signal, all)
+    }
+
+    /// Sends `signal` to the container's init, or to its exec `exec_id` when not empty
+    /// (to the exec's whole process tree with `all`).
+    fn kill_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        signal: u32,
+        all: bool,
+    ) -> Result<(), ShimError> {
         let request = KillRequest {
             id: id.to_string(),
+            exec_id: exec_id.to_string(),
             signal,
             all,
             ..KillRequest::default()
@@ -167,11 +260,27 @@ impl Shim {
 
     /// Blocks until the container exits, or `timeout` passes (`None` then).
     pub fn wait(&self, id: &str, timeout: Duration) -> Result<Option<ExitStatus>, ShimError> {
+        self.wait_process(id, "", Some(timeout))
+    }
+
+    /// Blocks until the container's init (or its exec `exec_id`, when not empty) exits,
+    /// or `timeout` passes (`None` then); a `None` timeout waits for as long as it takes.
+    fn wait_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Option<ExitStatus>, ShimError> {
         let request = WaitRequest {
             id: id.to_string(),
+            exec_id: exec_id.to_string(),
             ..WaitRequest::default()
         };
-        match self.client.wait(context::with_duration(timeout), &request) {
+        // ttrpc reads a zero duration as "no deadline": a zero timeout must still expire.
+        let deadline = timeout.map_or_else(context::Context::default, |timeout| {
+            context::with_duration(timeout.max(Duration::from_nanos(1)))
+        });
+        match self.client.wait(deadline, &request) {
             Ok(response) => Ok(Some(ExitStatus {
                 code: response.exit_status as i32,
                 at: time_of(response.exited_at.as_ref()),
@@ -214,8 +323,15 @@ impl Shim {
 
     /// Removes a stopped (or never started) container.
     pub fn delete(&self, id: &str) -> Result<Option<ExitStatus>, ShimError> {
+        self.delete_process(id, "")
+    }
+
+    /// Removes a stopped (or never started) container, or its exec `exec_id` when not
+    /// empty.
+    fn delete_process(&self, id: &str, exec_id: &str) -> Result<Option<ExitStatus>, ShimError> {
         let request = DeleteRequest {
             id: id.to_string(),
+            exec_id: exec_id.to_string(),
             ..DeleteRequest::default()
         };
         let response = self
@@ -226,6 +342,81 @@ impl Shim {
             code: response.exit_status as i32,
             at: time_of(Some(at)),
         }))
+    }
+
+    /// Runs `process_json` (an OCI runtime-spec Process) in the running container
+    /// `container_id` as exec `exec_id` and collects its exit code and output (CRI
+    /// ExecSync). Blocking.
+    ///
+    /// Output goes to `execs/<exec_id>.{out,err}` in the shim's directory and at most
+    /// `output_cap` bytes of each are returned (CRI caps at 16 MiB); the files are removed
+    /// whatever happens. When `timeout` (`None`: no limit) passes, the exec's whole process
+    /// tree is killed with SIGKILL, the call waits for its exit and reports `timed_out`;
+    /// the container itself is left alone. The exec is deleted from the shim before this
+    /// returns, also on errors once it has started.
+    pub fn exec_sync(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        process_json: &[u8],
+        timeout: Option<Duration>,
+        output_cap: usize,
+    ) -> Result<ExecOutput, ShimError> {
+        check_exec_id(exec_id)?;
+        let files = ExecFiles::new(&self.dir, exec_id)?;
+        let request = ExecProcessRequest {
+            id: container_id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdout: files.stdout.display().to_string(),
+            stderr: files.stderr.display().to_string(),
+            spec: MessageField::some(Any {
+                type_url: PROCESS_TYPE_URL.to_string(),
+                value: process_json.to_vec(),
+                ..Any::default()
+            }),
+            ..ExecProcessRequest::default()
+        };
+        self.client
+            .exec(deadline(), &request)
+            .map_err(|err| self.error(err))?;
+        let ran = self.run_exec(container_id, exec_id, timeout);
+        // Also after a failed start: the shim keeps a failed exec as CREATED.
+        let deleted = self.delete_process(container_id, exec_id);
+        let (exit, timed_out) = ran?;
+        deleted?;
+        Ok(ExecOutput {
+            exit_code: exit.code,
+            stdout: read_capped(&files.stdout, output_cap)?,
+            stderr: read_capped(&files.stderr, output_cap)?,
+            timed_out,
+        })
+    }
+
+    /// Starts the created exec and waits for its exit, killing its process tree once
+    /// `timeout` passes; returns its exit and whether it timed out. Once started, the
+    /// exec has exited when this returns, also with an error, unless even SIGKILL failed.
+    fn run_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(ExitStatus, bool), ShimError> {
+        self.start_process(id, exec_id)?;
+        let waited = self.wait_process(id, exec_id, timeout);
+        if let Ok(Some(exit)) = waited {
+            return Ok((exit, false));
+        }
+        // Timed out, or the wait failed: nothing the exec started may outlive the call.
+        let killed = self.kill_process(id, exec_id, SIGKILL, true);
+        let exit = self.wait_process(id, exec_id, Some(CALL_TIMEOUT));
+        waited?;
+        killed?;
+        match exit? {
+            Some(exit) => Ok((exit, true)),
+            None => Err(ShimError::FailedPrecondition(format!(
+                "exec {exec_id} of container {id} outlived SIGKILL by {CALL_TIMEOUT:?}"
+            ))),
+        }
     }
 
     /// Asks the shim to exit; it refuses while it has containers unless `now`.
@@ -257,6 +448,51 @@ impl Shim {
             source,
         }
     }
+}
+
+/// An ExecSync's output files; removed on drop.
+struct ExecFiles {
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl ExecFiles {
+    /// Names the files of `exec_id` under `<shim dir>/execs` (the shim creates them).
+    fn new(shim_dir: &Path, exec_id: &str) -> Result<ExecFiles, ShimError> {
+        let dir = shim_dir.join("execs");
+        std::fs::create_dir_all(&dir).map_err(|source| ShimError::Io {
+            what: "create the shim's exec directory",
+            source,
+        })?;
+        Ok(ExecFiles {
+            stdout: dir.join(format!("{exec_id}.out")),
+            stderr: dir.join(format!("{exec_id}.err")),
+        })
+    }
+}
+
+impl Drop for ExecFiles {
+    fn drop(&mut self) {
+        // Absent when the exec never started.
+        let _ = std::fs::remove_file(&self.stdout);
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+/// The first `cap` bytes of the file at `path`.
+fn read_capped(path: &Path, cap: usize) -> Result<Vec<u8>, ShimError> {
+    let file = std::fs::File::open(path).map_err(|source| ShimError::Io {
+        what: "open the exec's output",
+        source,
+    })?;
+    let mut bytes = Vec::new();
+    file.take(cap as u64)
+        .read_to_end(&mut bytes)
+        .map_err(|source| ShimError::Io {
+            what: "read the exec's output",
+            source,
+        })?;
+    Ok(bytes)
 }
 
 fn deadline() -> context::Context {

@@ -40,9 +40,10 @@ pub enum ShimError {
     },
     #[error("invalid request: {0}")]
     InvalidArgument(String),
-    #[error("container {0} not found")]
+    /// The message names the container (and exec); it travels unchanged over ttrpc.
+    #[error("{0}")]
     NotFound(String),
-    #[error("container {0} already exists")]
+    #[error("{0}")]
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),

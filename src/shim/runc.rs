@@ -16,9 +16,9 @@ pub struct Runc {
     root: PathBuf,
 }
 
-/// Where a container's stdio goes while runc creates it: runc passes these descriptors
-/// to the container's init.
-pub struct InitStdio {
+/// Where a container's (or an exec'd process's) stdio goes while runc creates it: runc
+/// passes these descriptors to the process.
+pub struct ProcessStdio {
     pub stdin: Stdio,
     pub stdout: Stdio,
     pub stderr: Stdio,
@@ -39,7 +39,7 @@ impl Runc {
         reaper: &Reaper,
         id: &str,
         bundle: &Path,
-        stdio: InitStdio,
+        stdio: ProcessStdio,
     ) -> Result<i32, ShimError> {
         let pid_file = bundle.join("init.pid");
         let mut command = self.command(bundle, id);
@@ -54,14 +54,48 @@ impl Runc {
             .stdout(stdio.stdout)
             .stderr(stdio.stderr);
         self.run(reaper, command, bundle, "create")?;
-        let pid = std::fs::read_to_string(&pid_file).map_err(|source| ShimError::Io {
-            what: "read runc's pid file",
+        read_pid(&pid_file, "create")
+    }
+
+    /// `runc exec --detach`: starts `process` (the JSON of an OCI runtime-spec Process)
+    /// in the running container `id`, with `stdio`, and returns its pid. runc exits once
+    /// the process runs; the process, re-parented to the shim (the subreaper), is then
+    /// the shim's child and its exit comes through the reaper. `exec_id` must be a safe
+    /// file name: it names the request's files in the bundle.
+    pub fn exec(
+        &self,
+        reaper: &Reaper,
+        id: &str,
+        bundle: &Path,
+        exec_id: &str,
+        process: &[u8],
+        stdio: ProcessStdio,
+    ) -> Result<i32, ShimError> {
+        let process_file = bundle.join(format!("exec-{exec_id}.json"));
+        let pid_file = bundle.join(format!("exec-{exec_id}.pid"));
+        std::fs::write(&process_file, process).map_err(|source| ShimError::Io {
+            what: "write the exec's process file",
             source,
         })?;
-        pid.trim().parse().map_err(|_| ShimError::Runtime {
-            command: "create",
-            message: format!("pid file holds {pid:?}"),
-        })
+        let mut command = self.command(bundle, id);
+        command
+            .arg("exec")
+            .arg("--detach")
+            .arg("--process")
+            .arg(&process_file)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdin(stdio.stdin)
+            .stdout(stdio.stdout)
+            .stderr(stdio.stderr);
+        let pid = self
+            .run(reaper, command, bundle, "exec")
+            .and_then(|()| read_pid(&pid_file, "exec"));
+        // The files only carry the request to runc and its answer back.
+        let _ = std::fs::remove_file(&process_file);
+        let _ = std::fs::remove_file(&pid_file);
+        pid
     }
 
     /// `runc start`: lets the created container's init run its process.
@@ -146,6 +180,18 @@ impl Runc {
                 .unwrap_or_else(|| format!("exited with status {}", exit.status)),
         })
     }
+}
+
+/// The pid runc wrote to `pid_file` after `command`.
+fn read_pid(pid_file: &Path, command: &'static str) -> Result<i32, ShimError> {
+    let pid = std::fs::read_to_string(pid_file).map_err(|source| ShimError::Io {
+        what: "read runc's pid file",
+        source,
+    })?;
+    pid.trim().parse().map_err(|_| ShimError::Runtime {
+        command,
+        message: format!("pid file holds {pid:?}"),
+    })
 }
 
 /// The last `msg` in runc's JSON log of this bundle.

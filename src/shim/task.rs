@@ -3,9 +3,20 @@
 //!
 //! Container states (runc's): `create` → CREATED → `start` → RUNNING → (exit) → STOPPED →
 //! `delete` → gone. Exits come from the reaper through a monitor thread that records them
-//! against the containers' init pids and wakes every `wait`.
+//! against the containers' init pids and their exec'd processes' pids, and wakes every
+//! `wait`.
+//!
+//! Exec'd processes (containerd's runc shim semantics; requests carry an `exec_id`):
+//! `exec` → CREATED (only in a RUNNING container) → `start` (`runc exec --detach`) →
+//! RUNNING → (exit) → STOPPED → `delete` → gone. A running exec is not deleted
+//! (FailedPrecondition). As in containerd, a container is deleted once its init has
+//! stopped whatever its execs do: with its own pid namespace they died with the init, and
+//! otherwise `runc delete --force` kills what is left in the container; their records go
+//! with the container. `kill` with `all` of an exec signals the exec'd process and all its
+//! descendants (see [`signal_tree`]), so that an ExecSync timeout ends what the exec
+//! started without touching the rest of the container.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -15,19 +26,29 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::api::{
-    CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, Empty, KillRequest,
-    ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, Status, WaitRequest,
-    WaitResponse,
+    ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
+    DeleteResponse, Empty, ExecProcessRequest, KillRequest, ShutdownRequest, StartRequest,
+    StartResponse, StateRequest, StateResponse, Status, WaitRequest, WaitResponse,
 };
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::ttrpc::{self, TtrpcContext};
 use containerd_shim_protos::Task;
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use super::cri_log::{copy_stream, CriLog, Stream};
 use super::reaper::{Exit, Reaper};
-use super::runc::{dev_null, InitStdio, Runc};
+use super::runc::{dev_null, ProcessStdio, Runc};
 use super::ShimError;
+
+/// How many times [`signal_tree`] looks for descendants that appeared while it was
+/// stopping the ones it knew; a tree that keeps growing past this is signalled as found.
+const FREEZE_ROUNDS: usize = 100;
+
+/// Longest exec id: containerd's identifier limit.
+const MAX_EXEC_ID: usize = 76;
 
 /// One container of the pod, as the shim tracks it.
 struct Container {
@@ -39,14 +60,54 @@ struct Container {
     /// The threads copying the container's stdout and stderr into its log; joined at
     /// delete so that no output is lost.
     copiers: Vec<std::thread::JoinHandle<()>>,
+    /// Its exec'd processes by exec id.
+    execs: HashMap<String, ExecProcess>,
+}
+
+/// A process exec'd in a container.
+struct ExecProcess {
+    /// The OCI runtime-spec Process, as JSON, that `runc exec --process` reads.
+    process: Vec<u8>,
+    /// Paths of its stdio as the request gave them; empty for `/dev/null`. Output goes
+    /// to the files as raw bytes (ExecSync wants them), not in the CRI log format.
+    stdin: String,
+    stdout: String,
+    stderr: String,
+    state: ExecState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExecState {
+    Created,
+    /// `runc exec` is under way; a second `start` or a `delete` is refused meanwhile.
+    Starting,
+    Running {
+        pid: i32,
+    },
+    Stopped {
+        pid: i32,
+        exit: Exit,
+    },
+}
+
+/// Everything the service's lock guards.
+#[derive(Default)]
+struct State {
+    containers: HashMap<String, Container>,
+    /// How many `runc exec`s are under way. An exec'd process may exit before runc has
+    /// told us its pid; while any start is under way the monitor keeps the exits that
+    /// match no process in `unclaimed`, and the start claims its own there (containerd's
+    /// shim does the same with its exit subscribers).
+    exec_starts: usize,
+    unclaimed: Vec<Exit>,
 }
 
 /// The Task service of one shim.
 pub struct TaskService {
     runc: Runc,
     reaper: Arc<Reaper>,
-    containers: Mutex<HashMap<String, Container>>,
-    /// Signalled whenever a container exits.
+    state: Mutex<State>,
+    /// Signalled whenever a process exits and whenever one is deleted.
     exited: Condvar,
     /// Tells the shim's main thread to exit (sent by `shutdown`).
     shutdown: Mutex<Sender<()>>,
@@ -57,7 +118,7 @@ impl TaskService {
         let service = Arc::new(TaskService {
             runc,
             reaper: reaper.clone(),
-            containers: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
             exited: Condvar::new(),
             shutdown: Mutex::new(shutdown),
         });
@@ -78,18 +139,16 @@ impl TaskService {
     }
 
     fn record_exit(&self, exit: Exit) {
-        let mut containers = self.lock();
-        if let Some(container) = containers
-            .values_mut()
-            .find(|c| c.pid == exit.pid && c.exit.is_none())
-        {
-            container.exit = Some(exit);
+        let mut state = self.lock();
+        if state.claim(exit) {
             self.exited.notify_all();
+        } else if state.exec_starts > 0 {
+            state.unclaimed.push(exit);
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Container>> {
-        self.containers
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
@@ -105,8 +164,11 @@ impl TaskService {
                 "terminals are not supported yet".into(),
             ));
         }
-        if self.lock().contains_key(&request.id) {
-            return Err(ShimError::AlreadyExists(request.id.clone()));
+        if self.lock().containers.contains_key(&request.id) {
+            return Err(ShimError::AlreadyExists(format!(
+                "container {} already exists",
+                request.id
+            )));
         }
         let bundle = PathBuf::from(&request.bundle);
         let log_path = if request.stdout.is_empty() {
@@ -134,7 +196,7 @@ impl TaskService {
                 }
             })?,
         ];
-        let stdio = InitStdio {
+        let stdio = ProcessStdio {
             stdin: Stdio::from(dev_null()?),
             stdout: Stdio::from(stdout_writer),
             stderr: Stdio::from(stderr_writer),
@@ -143,7 +205,7 @@ impl TaskService {
         let pid = self
             .runc
             .create(&self.reaper, &request.id, &bundle, stdio)?;
-        self.lock().insert(
+        self.lock().containers.insert(
             request.id.clone(),
             Container {
                 bundle,
@@ -152,6 +214,7 @@ impl TaskService {
                 exit: None,
                 log,
                 copiers,
+                execs: HashMap::new(),
             },
         );
         Ok(pid)
@@ -159,10 +222,8 @@ impl TaskService {
 
     fn start_container(&self, id: &str) -> Result<i32, ShimError> {
         let (bundle, pid) = {
-            let containers = self.lock();
-            let container = containers
-                .get(id)
-                .ok_or_else(|| ShimError::NotFound(id.to_string()))?;
+            let state = self.lock();
+            let container = state.container(id)?;
             if container.started {
                 return Err(ShimError::FailedPrecondition(format!(
                     "container {id} was already started"
@@ -171,7 +232,7 @@ impl TaskService {
             (container.bundle.clone(), container.pid)
         };
         self.runc.start(&self.reaper, id, &bundle)?;
-        if let Some(container) = self.lock().get_mut(id) {
+        if let Some(container) = self.lock().containers.get_mut(id) {
             container.started = true;
         }
         Ok(pid)
@@ -179,10 +240,8 @@ impl TaskService {
 
     fn kill_container(&self, request: &KillRequest) -> Result<(), ShimError> {
         let bundle = {
-            let containers = self.lock();
-            let container = containers
-                .get(&request.id)
-                .ok_or_else(|| ShimError::NotFound(request.id.clone()))?;
+            let state = self.lock();
+            let container = state.container(&request.id)?;
             // Signalling a container that has exited is a no-op, so stop is idempotent.
             if container.exit.is_some() {
                 return Ok(());
@@ -201,42 +260,55 @@ impl TaskService {
         }
     }
 
-    /// Blocks until the container has exited.
-    fn wait_container(&self, id: &str) -> Result<Exit, ShimError> {
-        let mut containers = self.lock();
+    /// Blocks until the container's init (or its exec `exec_id`, when not empty) has
+    /// exited.
+    fn wait_process(&self, id: &str, exec_id: &str) -> Result<Exit, ShimError> {
+        let mut state = self.lock();
         loop {
-            let container = containers
-                .get(id)
-                .ok_or_else(|| ShimError::NotFound(id.to_string()))?;
-            if let Some(exit) = container.exit {
+            let container = state.container(id)?;
+            let exit = if exec_id.is_empty() {
+                container.exit
+            } else {
+                match container.exec(id, exec_id)?.state {
+                    ExecState::Stopped { exit, .. } => Some(exit),
+                    _ => None,
+                }
+            };
+            if let Some(exit) = exit {
                 return Ok(exit);
             }
-            containers = self
+            state = self
                 .exited
-                .wait(containers)
+                .wait(state)
                 .unwrap_or_else(|poison| poison.into_inner());
         }
     }
 
     fn delete_container(&self, id: &str) -> Result<(i32, Option<Exit>), ShimError> {
-        let (bundle, pid, running) = {
-            let containers = self.lock();
-            let container = containers
-                .get(id)
-                .ok_or_else(|| ShimError::NotFound(id.to_string()))?;
-            (
-                container.bundle.clone(),
-                container.pid,
-                container.started && container.exit.is_none(),
-            )
+        let (bundle, pid) = {
+            let state = self.lock();
+            let container = state.container(id)?;
+            if container.started && container.exit.is_none() {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "container {id} is running: stop it first"
+                )));
+            }
+            // Its record would go while runc exec still runs in it.
+            if let Some((exec_id, _)) = container
+                .execs
+                .iter()
+                .find(|(_, exec)| exec.state == ExecState::Starting)
+            {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "container {id} is starting exec {exec_id}"
+                )));
+            }
+            (container.bundle.clone(), container.pid)
         };
-        if running {
-            return Err(ShimError::FailedPrecondition(format!(
-                "container {id} is running: stop it first"
-            )));
-        }
         self.runc.delete(&self.reaper, id, &bundle)?;
-        let container = self.lock().remove(id);
+        let container = self.lock().containers.remove(id);
+        // Waits on its execs end (NotFound).
+        self.exited.notify_all();
         let exit = container.and_then(|container| {
             for copier in container.copiers {
                 let _ = copier.join();
@@ -247,10 +319,8 @@ impl TaskService {
     }
 
     fn state_of(&self, id: &str) -> Result<StateResponse, ShimError> {
-        let containers = self.lock();
-        let container = containers
-            .get(id)
-            .ok_or_else(|| ShimError::NotFound(id.to_string()))?;
+        let state = self.lock();
+        let container = state.container(id)?;
         let status = match (container.started, container.exit) {
             (_, Some(_)) => Status::STOPPED,
             (true, None) => Status::RUNNING,
@@ -267,11 +337,241 @@ impl TaskService {
             ..StateResponse::default()
         })
     }
+
+    /// Registers exec `request.exec_id` in the running container `request.id`.
+    fn create_exec(&self, request: &ExecProcessRequest) -> Result<(), ShimError> {
+        check_exec_id(&request.exec_id)?;
+        if request.terminal {
+            return Err(ShimError::InvalidArgument(
+                "terminals are not supported yet".into(),
+            ));
+        }
+        let process = request
+            .spec
+            .as_ref()
+            .map(|spec| spec.value.clone())
+            .ok_or_else(|| {
+                ShimError::InvalidArgument(format!("exec {}: spec is required", request.exec_id))
+            })?;
+        check_process(&request.exec_id, &process)?;
+        let mut state = self.lock();
+        let container = state.container_mut(&request.id)?;
+        if !container.is_running() {
+            return Err(ShimError::FailedPrecondition(format!(
+                "cannot exec in container {}: it is not running",
+                request.id
+            )));
+        }
+        if container.execs.contains_key(&request.exec_id) {
+            return Err(ShimError::AlreadyExists(format!(
+                "exec {} of container {} already exists",
+                request.exec_id, request.id
+            )));
+        }
+        container.execs.insert(
+            request.exec_id.clone(),
+            ExecProcess {
+                process,
+                stdin: request.stdin.clone(),
+                stdout: request.stdout.clone(),
+                stderr: request.stderr.clone(),
+                state: ExecState::Created,
+            },
+        );
+        Ok(())
+    }
+
+    /// Runs exec `exec_id` of container `id`; returns its pid.
+    fn start_exec(&self, id: &str, exec_id: &str) -> Result<i32, ShimError> {
+        let (bundle, process, stdio) = {
+            let mut state = self.lock();
+            let container = state.container_mut(id)?;
+            if !container.is_running() {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "cannot start exec {exec_id} in container {id}: it is not running"
+                )));
+            }
+            let bundle = container.bundle.clone();
+            let exec = container.exec_mut(id, exec_id)?;
+            if exec.state != ExecState::Created {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "exec {exec_id} of container {id} was already started"
+                )));
+            }
+            exec.state = ExecState::Starting;
+            let stdio = [exec.stdin.clone(), exec.stdout.clone(), exec.stderr.clone()];
+            let process = exec.process.clone();
+            state.exec_starts += 1;
+            (bundle, process, stdio)
+        };
+        let started = exec_stdio(&stdio).and_then(|stdio| {
+            self.runc
+                .exec(&self.reaper, id, &bundle, exec_id, &process, stdio)
+        });
+        let mut state = self.lock();
+        state.exec_starts -= 1;
+        // The latest: an earlier holder of the pid cannot have exited after this start
+        // began unless pids wrapped around meanwhile.
+        let early_exit = started.as_ref().ok().and_then(|pid| {
+            state
+                .unclaimed
+                .iter()
+                .rev()
+                .find(|exit| exit.pid == *pid)
+                .copied()
+        });
+        if state.exec_starts == 0 {
+            state.unclaimed.clear();
+        }
+        // Present: neither the exec nor its container is deleted while it is Starting.
+        let exec = state.container_mut(id)?.exec_mut(id, exec_id)?;
+        match started {
+            Ok(pid) => {
+                exec.state = match early_exit {
+                    Some(exit) => {
+                        // A wait may already be blocked on it.
+                        self.exited.notify_all();
+                        ExecState::Stopped { pid, exit }
+                    }
+                    None => ExecState::Running { pid },
+                };
+                Ok(pid)
+            }
+            Err(err) => {
+                // As containerd: an exec that failed to start stays CREATED.
+                exec.state = ExecState::Created;
+                Err(err)
+            }
+        }
+    }
+
+    fn kill_exec(&self, request: &KillRequest) -> Result<(), ShimError> {
+        let (id, exec_id) = (&request.id, &request.exec_id);
+        let pid = match self.lock().container(id)?.exec(id, exec_id)?.state {
+            ExecState::Created | ExecState::Starting => {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "exec {exec_id} of container {id} is not running"
+                )))
+            }
+            // As for containers: stopping what has exited is a no-op.
+            ExecState::Stopped { .. } => return Ok(()),
+            ExecState::Running { pid } => Pid::from_raw(pid),
+        };
+        let signal = i32::try_from(request.signal)
+            .ok()
+            .and_then(|signal| Signal::try_from(signal).ok())
+            .ok_or_else(|| {
+                ShimError::InvalidArgument(format!("kill: no signal {}", request.signal))
+            })?;
+        if request.all {
+            return signal_tree(pid, signal);
+        }
+        match kill(pid, signal) {
+            // It exited after the check; its exit is on its way.
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(source) => Err(ShimError::Sys {
+                what: "signal the exec'd process",
+                source,
+            }),
+        }
+    }
+
+    fn delete_exec(&self, id: &str, exec_id: &str) -> Result<(i32, Option<Exit>), ShimError> {
+        let mut state = self.lock();
+        let container = state.container_mut(id)?;
+        let deleted = match container.exec(id, exec_id)?.state {
+            ExecState::Starting | ExecState::Running { .. } => {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "exec {exec_id} of container {id} is running: kill it first"
+                )))
+            }
+            ExecState::Created => (0, None),
+            ExecState::Stopped { pid, exit } => (pid, Some(exit)),
+        };
+        container.execs.remove(exec_id);
+        // Waits on an exec that never started end (NotFound).
+        self.exited.notify_all();
+        Ok(deleted)
+    }
+
+    fn exec_state(&self, id: &str, exec_id: &str) -> Result<StateResponse, ShimError> {
+        let state = self.lock();
+        let container = state.container(id)?;
+        let exec = container.exec(id, exec_id)?;
+        let (status, pid, exit) = match exec.state {
+            ExecState::Created | ExecState::Starting => (Status::CREATED, 0, None),
+            ExecState::Running { pid } => (Status::RUNNING, pid, None),
+            ExecState::Stopped { pid, exit } => (Status::STOPPED, pid, Some(exit)),
+        };
+        Ok(StateResponse {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            bundle: container.bundle.display().to_string(),
+            pid: pid as u32,
+            status: status.into(),
+            exit_status: exit.map_or(0, |exit| exit.status as u32),
+            exited_at: exit.map(|exit| timestamp(exit.at)).into(),
+            stdin: exec.stdin.clone(),
+            stdout: exec.stdout.clone(),
+            stderr: exec.stderr.clone(),
+            ..StateResponse::default()
+        })
+    }
+}
+
+impl State {
+    fn container(&self, id: &str) -> Result<&Container, ShimError> {
+        self.containers
+            .get(id)
+            .ok_or_else(|| ShimError::NotFound(format!("container {id} not found")))
+    }
+
+    fn container_mut(&mut self, id: &str) -> Result<&mut Container, ShimError> {
+        self.containers
+            .get_mut(id)
+            .ok_or_else(|| ShimError::NotFound(format!("container {id} not found")))
+    }
+
+    /// Records `exit` against the running process it ends; false if none.
+    fn claim(&mut self, exit: Exit) -> bool {
+        for container in self.containers.values_mut() {
+            if container.pid == exit.pid && container.exit.is_none() {
+                container.exit = Some(exit);
+                return true;
+            }
+            for exec in container.execs.values_mut() {
+                if let ExecState::Running { pid } = exec.state {
+                    if pid == exit.pid {
+                        exec.state = ExecState::Stopped { pid, exit };
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
 }
 
 impl Container {
     fn log_path(&self) -> String {
         self.log.path().display().to_string()
+    }
+
+    fn is_running(&self) -> bool {
+        self.started && self.exit.is_none()
+    }
+
+    /// Exec `exec_id` of this container, `id`.
+    fn exec(&self, id: &str, exec_id: &str) -> Result<&ExecProcess, ShimError> {
+        self.execs.get(exec_id).ok_or_else(|| {
+            ShimError::NotFound(format!("exec {exec_id} of container {id} not found"))
+        })
+    }
+
+    fn exec_mut(&mut self, id: &str, exec_id: &str) -> Result<&mut ExecProcess, ShimError> {
+        self.execs.get_mut(exec_id).ok_or_else(|| {
+            ShimError::NotFound(format!("exec {exec_id} of container {id} not found"))
+        })
     }
 }
 
@@ -289,20 +589,33 @@ impl Task for TaskService {
     }
 
     fn start(&self, _: &TtrpcContext, request: StartRequest) -> ttrpc::Result<StartResponse> {
-        let pid = self.start_container(&request.id)?;
+        let pid = if request.exec_id.is_empty() {
+            self.start_container(&request.id)?
+        } else {
+            self.start_exec(&request.id, &request.exec_id)?
+        };
         Ok(StartResponse {
             pid: pid as u32,
             ..StartResponse::default()
         })
     }
 
+    fn exec(&self, _: &TtrpcContext, request: ExecProcessRequest) -> ttrpc::Result<Empty> {
+        self.create_exec(&request)?;
+        Ok(Empty::default())
+    }
+
     fn kill(&self, _: &TtrpcContext, request: KillRequest) -> ttrpc::Result<Empty> {
-        self.kill_container(&request)?;
+        if request.exec_id.is_empty() {
+            self.kill_container(&request)?;
+        } else {
+            self.kill_exec(&request)?;
+        }
         Ok(Empty::default())
     }
 
     fn wait(&self, _: &TtrpcContext, request: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        let exit = self.wait_container(&request.id)?;
+        let exit = self.wait_process(&request.id, &request.exec_id)?;
         Ok(WaitResponse {
             exit_status: exit.status as u32,
             exited_at: MessageField::some(timestamp(exit.at)),
@@ -311,11 +624,19 @@ impl Task for TaskService {
     }
 
     fn state(&self, _: &TtrpcContext, request: StateRequest) -> ttrpc::Result<StateResponse> {
-        Ok(self.state_of(&request.id)?)
+        if request.exec_id.is_empty() {
+            Ok(self.state_of(&request.id)?)
+        } else {
+            Ok(self.exec_state(&request.id, &request.exec_id)?)
+        }
     }
 
     fn delete(&self, _: &TtrpcContext, request: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
-        let (pid, exit) = self.delete_container(&request.id)?;
+        let (pid, exit) = if request.exec_id.is_empty() {
+            self.delete_container(&request.id)?
+        } else {
+            self.delete_exec(&request.id, &request.exec_id)?
+        };
         Ok(DeleteResponse {
             pid: pid as u32,
             exit_status: exit.map_or(0, |exit| exit.status as u32),
@@ -324,8 +645,16 @@ impl Task for TaskService {
         })
     }
 
+    fn connect(&self, _: &TtrpcContext, _: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..ConnectResponse::default()
+        })
+    }
+
     fn shutdown(&self, _: &TtrpcContext, request: ShutdownRequest) -> ttrpc::Result<Empty> {
-        if !request.now && !self.lock().is_empty() {
+        if !request.now && !self.lock().containers.is_empty() {
             return Err(
                 ShimError::FailedPrecondition("the shim still has containers".into()).into(),
             );
@@ -337,6 +666,143 @@ impl Task for TaskService {
             .send(());
         Ok(Empty::default())
     }
+}
+
+/// Checks that `exec_id` is an identifier as containerd accepts them (letters and
+/// digits, single `.`, `_` or `-` between them): it names files of the exec, so it must
+/// never be a path.
+pub fn check_exec_id(exec_id: &str) -> Result<(), ShimError> {
+    let separated = exec_id
+        .split(['.', '_', '-'])
+        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if exec_id.len() > MAX_EXEC_ID || !separated {
+        return Err(ShimError::InvalidArgument(format!(
+            "exec id {exec_id:?}: want letters and digits, with single '.', '_' or '-' \
+             between them, at most {MAX_EXEC_ID} in all"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks what runc cannot report clearly: that `process` is a JSON object with a
+/// command to run and no terminal (not supported yet). runc checks the rest.
+fn check_process(exec_id: &str, process: &[u8]) -> Result<(), ShimError> {
+    let invalid = |why: &str| ShimError::InvalidArgument(format!("exec {exec_id}: {why}"));
+    let process: serde_json::Value = serde_json::from_slice(process)
+        .map_err(|err| invalid(&format!("spec is not an OCI process in JSON: {err}")))?;
+    let has_command = process["args"]
+        .as_array()
+        .is_some_and(|args| !args.is_empty() && args.iter().all(serde_json::Value::is_string));
+    if !has_command {
+        return Err(invalid("spec.args must be a non-empty list of strings"));
+    }
+    if process["terminal"] == true {
+        return Err(invalid("terminals are not supported yet"));
+    }
+    Ok(())
+}
+
+/// Opens an exec's stdio from the request's paths `[stdin, stdout, stderr]`: output files
+/// are created and appended to (both streams may name one file), and an empty path is
+/// `/dev/null`.
+fn exec_stdio(paths: &[String; 3]) -> Result<ProcessStdio, ShimError> {
+    let open = |path: &str, output: bool| -> Result<Stdio, ShimError> {
+        if path.is_empty() {
+            return Ok(Stdio::from(dev_null()?));
+        }
+        File::options()
+            .read(!output)
+            .append(output)
+            .create(output)
+            .open(path)
+            .map(Stdio::from)
+            .map_err(|source| ShimError::Io {
+                what: if output {
+                    "open the exec's output file"
+                } else {
+                    "open the exec's input file"
+                },
+                source,
+            })
+    };
+    Ok(ProcessStdio {
+        stdin: open(&paths[0], false)?,
+        stdout: open(&paths[1], true)?,
+        stderr: open(&paths[2], true)?,
+    })
+}
+
+/// Sends `signal` to `root` and all its descendants, found through the parent links in
+/// `/proc/<pid>/stat` (the container's processes are visible there by their host pids).
+///
+/// The tree is frozen first: every process found is sent SIGSTOP, and the search repeats
+/// until it finds no new one. Without that, a child forked between the search and the
+/// signal would escape: once its parent dies it is re-parented to the container's init
+/// and no longer linked to `root`. A stopped process does not act on other signals until
+/// continued, so SIGCONT follows anything but SIGKILL.
+fn signal_tree(root: Pid, signal: Signal) -> Result<(), ShimError> {
+    let mut frozen = BTreeSet::new();
+    for _ in 0..FREEZE_ROUNDS {
+        let found = descendants(root)?;
+        let new: Vec<Pid> = found.difference(&frozen).copied().collect();
+        if new.is_empty() {
+            break;
+        }
+        for pid in new {
+            // A process that is gone needs no stopping.
+            let _ = kill(pid, Signal::SIGSTOP);
+            frozen.insert(pid);
+        }
+    }
+    for &pid in &frozen {
+        let _ = kill(pid, signal);
+    }
+    if signal != Signal::SIGKILL {
+        for &pid in &frozen {
+            let _ = kill(pid, Signal::SIGCONT);
+        }
+    }
+    Ok(())
+}
+
+/// `root` and every process descending from it, from one pass over `/proc`.
+fn descendants(root: Pid) -> Result<BTreeSet<Pid>, ShimError> {
+    let entries = std::fs::read_dir("/proc").map_err(|source| ShimError::Io {
+        what: "list /proc",
+        source,
+    })?;
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // A process may exit between the listing and the read.
+        if let Some(parent) = parent_of(pid) {
+            children.entry(parent).or_default().push(pid);
+        }
+    }
+    let mut tree = BTreeSet::from([root]);
+    let mut pending = vec![root.as_raw()];
+    while let Some(pid) = pending.pop() {
+        for &child in children.get(&pid).into_iter().flatten() {
+            if tree.insert(Pid::from_raw(child)) {
+                pending.push(child);
+            }
+        }
+    }
+    Ok(tree)
+}
+
+/// The parent pid in `/proc/<pid>/stat`: the field after the state, which follows the
+/// command name in parentheses (the name itself may hold parentheses and spaces).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn timestamp(time: SystemTime) -> Timestamp {

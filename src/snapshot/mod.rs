@@ -23,6 +23,7 @@
 //!
 //! Everything here is blocking std I/O; async callers use `spawn_blocking`.
 
+pub mod rootfs;
 mod unpack;
 
 use std::cell::Cell;

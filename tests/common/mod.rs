@@ -204,8 +204,11 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // A failed assertion while already unwinding would abort the whole test binary.
-        if !std::thread::panicking() {
+        // A failed assertion while already unwinding would abort the whole test binary;
+        // a failed test instead tears down what its daemon left, so others run clean.
+        if std::thread::panicking() {
+            tear_down_leftovers(self.dir.path());
+        } else {
             assert_nothing_left_under(self.dir.path());
         }
     }
@@ -232,6 +235,50 @@ pub fn assert_nothing_left_under(dir: &Path) {
         leaked_processes.is_empty(),
         "processes left under {dir}: {leaked_processes:#?}"
     );
+}
+
+/// Removes what a failed test's daemon left under `dir`: containers (through runc, with
+/// each shim's private runc root), shims (by pid), then mounts, deepest first.
+pub fn tear_down_leftovers(dir: &Path) {
+    if let Ok(shims) = std::fs::read_dir(dir.join("state/shims")) {
+        for runc_root in shims.flatten().map(|shim| shim.path().join("runc")) {
+            let listed = Command::new("runc")
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["list", "-q"])
+                .output();
+            let ids = listed
+                .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+                .unwrap_or_default();
+            for id in ids.lines() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&runc_root)
+                    .args(["delete", "-f", id])
+                    .status();
+            }
+        }
+    }
+    let needle = dir.to_string_lossy().into_owned();
+    for process in processes_mentioning(&needle) {
+        if let Some(pid) = process
+            .split(':')
+            .next()
+            .and_then(|pid| pid.parse::<i32>().ok())
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| point.starts_with(&needle))
+        .collect();
+    mounts.sort_by_key(|point| std::cmp::Reverse(point.len()));
+    for point in mounts {
+        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+    }
 }
 
 /// `pid: cmdline` of every process (but this one) whose command line contains `needle`.

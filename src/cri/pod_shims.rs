@@ -1,0 +1,127 @@
+//! The shims of the node's pods, from the CRI layer's side: starting them, the live
+//! connections, blocking shim calls run off the async workers, and the watcher that
+//! records each container's exit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::CriError;
+use crate::shim::daemon::PodNamespaces;
+use crate::shim::manager::{ExitStatus, Shim, ShimManager};
+use crate::shim::ShimError;
+use crate::store::{ContainerRecord, ContainerState, RecordStore};
+
+/// How long one Wait call may block before the watcher asks again; keeps shim threads
+/// from being held forever by a connection that died.
+const WAIT_SLICE: Duration = Duration::from_secs(300);
+
+pub(super) struct PodShims {
+    manager: Arc<ShimManager>,
+    /// Connections by sandbox id.
+    live: Mutex<HashMap<String, Arc<Shim>>>,
+}
+
+impl PodShims {
+    pub(super) fn new(manager: ShimManager) -> PodShims {
+        PodShims {
+            manager: Arc::new(manager),
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts the shim of a new pod.
+    pub(super) async fn start(
+        &self,
+        sandbox_id: &str,
+        namespaces: PodNamespaces,
+        hostname: Option<String>,
+    ) -> Result<Arc<Shim>, CriError> {
+        let manager = self.manager.clone();
+        let id = sandbox_id.to_string();
+        let shim = blocking(move || manager.start(&id, namespaces, hostname.as_deref())).await?;
+        let shim = Arc::new(shim);
+        self.lock().insert(sandbox_id.to_string(), shim.clone());
+        Ok(shim)
+    }
+
+    /// The connection to a pod's shim, reconnecting when there is none yet (after a
+    /// criusd restart).
+    pub(super) fn get(&self, sandbox_id: &str) -> Result<Arc<Shim>, CriError> {
+        if let Some(shim) = self.lock().get(sandbox_id) {
+            return Ok(shim.clone());
+        }
+        let shim = Arc::new(self.manager.connect(sandbox_id)?);
+        self.lock().insert(sandbox_id.to_string(), shim.clone());
+        Ok(shim)
+    }
+
+    pub(super) fn forget(&self, sandbox_id: &str) {
+        self.lock().remove(sandbox_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Shim>>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// Runs a blocking shim call on a blocking thread.
+pub(super) async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, ShimError> + Send + 'static,
+) -> Result<T, CriError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|_| CriError::Internal {
+            what: "calling a shim",
+            reason: "the blocking task panicked".to_string(),
+        })?
+        .map_err(CriError::from)
+}
+
+/// Records the container's exit when it happens, however it happens.
+pub(super) fn watch_exit(
+    containers: Arc<RecordStore<ContainerRecord>>,
+    shim: Arc<Shim>,
+    id: String,
+) {
+    tokio::spawn(async move {
+        loop {
+            let (waiting, container) = (shim.clone(), id.clone());
+            match blocking(move || waiting.wait(&container, WAIT_SLICE)).await {
+                Ok(Some(exit)) => {
+                    record_exit(&containers, &id, exit);
+                    return;
+                }
+                Ok(None) => continue,
+                Err(err) => {
+                    // The container is gone (removed) or the shim is: nothing to wait for.
+                    tracing::debug!(container = %id, "stopped watching for the exit: {err}");
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Marks a container exited with `exit`, once: later calls keep the first record.
+pub(super) fn record_exit(containers: &RecordStore<ContainerRecord>, id: &str, exit: ExitStatus) {
+    let finished_at = exit
+        .at
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_nanos() as i64)
+        .unwrap_or_default();
+    let updated = containers.update(id, |record| {
+        if record.state == ContainerState::Exited {
+            return;
+        }
+        record.state = ContainerState::Exited;
+        record.finished_at = finished_at;
+        record.exit_code = exit.code;
+        record.reason = if exit.code == 0 { "Completed" } else { "Error" }.to_string();
+    });
+    if let Err(err) = updated {
+        tracing::error!(container = %id, "cannot record the container's exit: {err}");
+    }
+}

@@ -1,0 +1,67 @@
+//! What criusd does at start for the pods that outlived its previous run: reconnect to
+//! their shims, catch up on container exits that happened meanwhile (the shim recorded
+//! them), and watch the containers that still run. A pod whose shim is gone is NOTREADY
+//! and its containers exited with reason `ShimLost`.
+
+use super::pod_shims::watch_exit;
+use super::{now_ns, Cri};
+use crate::shim::manager::TaskStatus;
+use crate::store::{ContainerState, SandboxState};
+
+impl Cri {
+    pub(super) fn recover(&self) {
+        for sandbox in self.sandboxes.list() {
+            let shim = match self.shims.get(&sandbox.id) {
+                Ok(shim) => shim,
+                Err(err) => {
+                    tracing::warn!(sandbox = %sandbox.id, "shim lost: {err}");
+                    self.mark_shim_lost(&sandbox.id);
+                    continue;
+                }
+            };
+            for container in self.containers_of(&sandbox.id) {
+                if container.state == ContainerState::Exited {
+                    continue;
+                }
+                match shim.state(&container.id) {
+                    Ok(state) if state.status == TaskStatus::Stopped => {
+                        if let Some(exit) = state.exit {
+                            super::pod_shims::record_exit(&self.containers, &container.id, exit);
+                        }
+                    }
+                    Ok(state) if state.status == TaskStatus::Running => {
+                        if container.state == ContainerState::Created {
+                            // Started just before criusd stopped, before it was recorded.
+                            let _ = self.containers.update(&container.id, |record| {
+                                record.state = ContainerState::Running;
+                                record.started_at = now_ns();
+                            });
+                        }
+                        watch_exit(self.containers.clone(), shim.clone(), container.id.clone());
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(container = %container.id, "state unknown after restart: {err}")
+                    }
+                }
+            }
+        }
+    }
+
+    fn mark_shim_lost(&self, sandbox_id: &str) {
+        let _ = self
+            .sandboxes
+            .update(sandbox_id, |record| record.state = SandboxState::NotReady);
+        for container in self.containers_of(sandbox_id) {
+            if container.state != ContainerState::Exited {
+                let _ = self.containers.update(&container.id, |record| {
+                    record.state = ContainerState::Exited;
+                    record.finished_at = now_ns();
+                    record.exit_code = 255;
+                    record.reason = "ShimLost".to_string();
+                    record.message = "the pod's shim process is gone".to_string();
+                });
+            }
+        }
+    }
+}

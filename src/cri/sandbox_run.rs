@@ -1,0 +1,225 @@
+//! RunPodSandbox: a pod's namespaces (held by its shim, no pause image), hostname, DNS
+//! and hosts files and shared /dev/shm, recorded as READY. Every acquired resource is
+//! rolled back when a later step fails.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use nix::mount::{mount, MsFlags};
+
+use super::api::{NamespaceMode, PodSandboxConfig, RunPodSandboxRequest, RunPodSandboxResponse};
+use super::rollback::Rollback;
+use super::{new_id, now_ns, Cri, CriError};
+use crate::runtime::{hosts_file, resolv_conf, DnsConfig};
+use crate::shim::daemon::PodNamespaces;
+use crate::snapshot::rootfs::unmount;
+use crate::store::{SandboxRecord, SandboxState};
+
+/// Size of a pod's /dev/shm, as Docker and containerd default it.
+const SHM_SIZE: &str = "size=65536k";
+
+impl Cri {
+    pub(super) async fn run_pod_sandbox(
+        &self,
+        request: RunPodSandboxRequest,
+    ) -> Result<RunPodSandboxResponse, CriError> {
+        let config = request
+            .config
+            .ok_or_else(|| CriError::invalid("config", "is required"))?;
+        let metadata = config
+            .metadata
+            .clone()
+            .ok_or_else(|| CriError::invalid("config.metadata", "is required"))?;
+        for (field, value) in [
+            ("config.metadata.name", &metadata.name),
+            ("config.metadata.namespace", &metadata.namespace),
+            ("config.metadata.uid", &metadata.uid),
+        ] {
+            if value.is_empty() {
+                return Err(CriError::invalid(field, "is required"));
+            }
+        }
+        tracing::Span::current().record("name", metadata.name.as_str());
+        check_runtime_handler(&request.runtime_handler)?;
+        let modes = namespace_modes(&config)?;
+
+        // Claim the name: a retry of the same pod attempt gets the same sandbox back.
+        let _names = self.names.lock().await;
+        if let Some(existing) = self.sandboxes.list().into_iter().find(|sandbox| {
+            sandbox.same_pod_attempt(
+                &metadata.name,
+                &metadata.namespace,
+                &metadata.uid,
+                metadata.attempt,
+            )
+        }) {
+            return Ok(RunPodSandboxResponse {
+                pod_sandbox_id: existing.id,
+            });
+        }
+
+        let id = new_id()?;
+        tracing::Span::current().record("id", id.as_str());
+        let hostname = if modes.host_network {
+            String::new()
+        } else {
+            config.hostname.clone()
+        };
+        let mut rollback = Rollback::default();
+
+        let dir = self.sandbox_dir(&id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|err| io_error("create the sandbox directory", &dir, err))?;
+        let removed = dir.clone();
+        rollback.push("the sandbox directory", move || {
+            std::fs::remove_dir_all(&removed).map_err(|err| err.to_string())
+        });
+        write_sandbox_files(&dir, &config, &hostname, modes.host_network)?;
+        if !modes.host_ipc {
+            let shm = dir.join("shm");
+            mount_shm(&shm)?;
+            rollback.push("the pod's /dev/shm", move || {
+                unmount(&shm).map_err(|err| err.to_string())
+            });
+        }
+
+        let namespaces = PodNamespaces {
+            network: !modes.host_network,
+            ipc: !modes.host_ipc,
+            uts: !modes.host_network,
+        };
+        let shim = self
+            .shims
+            .start(
+                &id,
+                namespaces,
+                (!hostname.is_empty()).then(|| hostname.clone()),
+            )
+            .await?;
+        let stopping = shim.clone();
+        rollback.push("the pod's shim", move || {
+            stopping.shutdown(true).map_err(|err| err.to_string())
+        });
+        let shim_pid = shim.pid()?;
+
+        let linux = config.linux.clone().unwrap_or_default();
+        let record = SandboxRecord {
+            id: id.clone(),
+            name: metadata.name,
+            namespace: metadata.namespace,
+            uid: metadata.uid,
+            attempt: metadata.attempt,
+            labels: config.labels.into_iter().collect(),
+            annotations: config.annotations.into_iter().collect(),
+            created_at: now_ns(),
+            state: SandboxState::Ready,
+            hostname,
+            host_network: modes.host_network,
+            host_ipc: modes.host_ipc,
+            host_pid: modes.host_pid,
+            log_directory: config.log_directory,
+            runtime_handler: request.runtime_handler,
+            cgroup_parent: linux.cgroup_parent,
+            sysctls: linux.sysctls.into_iter().collect::<BTreeMap<_, _>>(),
+            shim_pid,
+        };
+        self.sandboxes.insert(record)?;
+        rollback.commit();
+        tracing::info!("pod sandbox ready");
+        Ok(RunPodSandboxResponse { pod_sandbox_id: id })
+    }
+}
+
+/// Which of the pod's namespaces are the node's.
+struct NamespaceModes {
+    host_network: bool,
+    host_ipc: bool,
+    host_pid: bool,
+}
+
+fn namespace_modes(config: &PodSandboxConfig) -> Result<NamespaceModes, CriError> {
+    let options = config
+        .linux
+        .as_ref()
+        .and_then(|linux| linux.security_context.as_ref())
+        .and_then(|security| security.namespace_options.clone())
+        .unwrap_or_default();
+    let node = NamespaceMode::Node as i32;
+    if options.pid == NamespaceMode::Pod as i32 {
+        // POD is the protobuf default, so every pod without explicit options asks for it.
+        tracing::warn!("a pid namespace shared by the pod's containers is not supported yet: each container gets its own");
+    }
+    Ok(NamespaceModes {
+        host_network: options.network == node,
+        host_ipc: options.ipc == node,
+        host_pid: options.pid == node,
+    })
+}
+
+/// crius has one runtime handler, the default (named "" in the CRI, "runc" accepted).
+pub(super) fn check_runtime_handler(handler: &str) -> Result<(), CriError> {
+    match handler {
+        "" | "runc" => Ok(()),
+        other => Err(CriError::invalid(
+            "runtime_handler",
+            format!("{other:?} is not a runtime handler of this node (known: \"\", \"runc\")"),
+        )),
+    }
+}
+
+/// /etc/hostname, /etc/hosts and /etc/resolv.conf for the pod's containers. Host-network
+/// pods see the node's files.
+fn write_sandbox_files(
+    dir: &Path,
+    config: &PodSandboxConfig,
+    hostname: &str,
+    host_network: bool,
+) -> Result<(), CriError> {
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|err| io_error("write", &path, err))
+    };
+    let host_file = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    if host_network {
+        write("hostname", host_file("/etc/hostname"))?;
+        write("hosts", host_file("/etc/hosts"))?;
+    } else {
+        write("hostname", format!("{hostname}\n"))?;
+        write("hosts", hosts_file(hostname, &[], &[]))?;
+    }
+    let resolv = match &config.dns_config {
+        Some(dns) => resolv_conf(&DnsConfig {
+            servers: dns.servers.clone(),
+            searches: dns.searches.clone(),
+            options: dns.options.clone(),
+        }),
+        None => host_file("/etc/resolv.conf"),
+    };
+    write("resolv.conf", resolv)
+}
+
+/// The pod's own /dev/shm: a tmpfs its containers bind-mount.
+fn mount_shm(path: &Path) -> Result<(), CriError> {
+    std::fs::create_dir_all(path).map_err(|err| io_error("create", path, err))?;
+    mount(
+        Some("shm"),
+        path,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(SHM_SIZE),
+    )
+    .map_err(|errno| {
+        io_error(
+            "mount the pod's /dev/shm at",
+            path,
+            std::io::Error::from(errno),
+        )
+    })
+}
+
+pub(super) fn io_error(what: &'static str, path: &Path, err: std::io::Error) -> CriError {
+    CriError::Internal {
+        what,
+        reason: format!("{}: {err}", path.display()),
+    }
+}

@@ -1,0 +1,65 @@
+//! Pod sandbox records.
+//!
+//! ```text
+//!   RunPodSandbox ──▶ READY ──StopPodSandbox──▶ NOTREADY ──RemovePodSandbox──▶ (gone)
+//!                       │                           ▲
+//!                       └──── shim lost ────────────┘
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::records::Record;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxState {
+    Ready,
+    NotReady,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Nanoseconds since the epoch.
+    pub created_at: i64,
+    pub state: SandboxState,
+    pub hostname: String,
+    pub host_network: bool,
+    pub host_ipc: bool,
+    pub host_pid: bool,
+    pub log_directory: String,
+    pub runtime_handler: String,
+    pub cgroup_parent: String,
+    pub sysctls: BTreeMap<String, String>,
+    /// The shim's pid when last seen: its `/proc/<pid>/ns/*` are the pod's namespaces.
+    pub shim_pid: u32,
+}
+
+impl Record for SandboxRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl SandboxRecord {
+    /// Kubelet's identity of a pod attempt; a second RunPodSandbox with the same one is a
+    /// retry, answered with the existing sandbox.
+    pub fn same_pod_attempt(&self, name: &str, namespace: &str, uid: &str, attempt: u32) -> bool {
+        self.name == name
+            && self.namespace == namespace
+            && self.uid == uid
+            && self.attempt == attempt
+    }
+
+    /// Containers may only be created in a ready sandbox.
+    pub fn can_create_containers(&self) -> bool {
+        self.state == SandboxState::Ready
+    }
+}

@@ -1,0 +1,505 @@
+//! Pods and containers through the CRI, as kubelet drives them: real namespaces held by
+//! the pod's shim, overlay rootfs, runc, CRI logs, exit codes, stop and remove, restarts
+//! of criusd, and bad requests. Every test removes what it created and the harness
+//! asserts that no mount or process is left.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::images;
+use common::registry::Registry;
+use common::{pull_image, Daemon};
+use crius::cri::api::*;
+use crius::cri::client::CriClient;
+use tonic::Code;
+
+/// A daemon with busybox pulled; returns the daemon, a client and the image name.
+async fn daemon_with_busybox(registry: &Registry) -> (Daemon, CriClient, String) {
+    registry.push(&images::busybox(), "busybox", "latest");
+    let daemon = Daemon::for_registry(registry.addr(), "");
+    let mut client = daemon.client().await;
+    let image = registry.reference("busybox", "latest");
+    pull_image(&mut client, &image, None).await.unwrap();
+    (daemon, client, image)
+}
+
+fn pod_config(name: &str, log_directory: &std::path::Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.to_string(),
+            uid: format!("uid-{name}"),
+            namespace: "default".to_string(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: log_directory.display().to_string(),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..NamespaceOption::default()
+                }),
+                ..LinuxSandboxSecurityContext::default()
+            }),
+            ..LinuxPodSandboxConfig::default()
+        }),
+        ..PodSandboxConfig::default()
+    }
+}
+
+fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.to_string(),
+            ..ImageSpec::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        ..ContainerConfig::default()
+    }
+}
+
+async fn run_pod(client: &mut CriClient, config: &PodSandboxConfig) -> String {
+    client
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id
+}
+
+async fn create(
+    client: &mut CriClient,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    client
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.to_string(),
+            config: Some(config),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .map(|response| response.into_inner().container_id)
+}
+
+async fn start(client: &mut CriClient, id: &str) {
+    client
+        .runtime
+        .start_container(StartContainerRequest {
+            container_id: id.to_string(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn status(client: &mut CriClient, id: &str) -> ContainerStatus {
+    client
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+/// Polls until the container has exited.
+async fn wait_exited(client: &mut CriClient, id: &str) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let current = status(client, id).await;
+        if current.state == ContainerState::ContainerExited as i32 {
+            return current;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {current:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn remove_pod(client: &mut CriClient, pod: &str) {
+    client
+        .runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .unwrap();
+    client
+        .runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_runs_a_container_that_exits_and_logs() {
+    let registry = Registry::start();
+    let (daemon, mut client, image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("web", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    assert_eq!(pod.len(), 64);
+
+    // A retry of the same pod attempt gets the same sandbox.
+    assert_eq!(run_pod(&mut client, &config).await, pod);
+    let sandbox = client
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        sandbox.status.as_ref().unwrap().state,
+        PodSandboxState::SandboxReady as i32
+    );
+    assert_eq!(sandbox.status.as_ref().unwrap().labels["app"], "web");
+    let info: serde_json::Value = serde_json::from_str(&sandbox.info["info"]).unwrap();
+    let shim_pid = info["pid"].as_u64().unwrap();
+    let pod_netns = std::fs::read_link(format!("/proc/{shim_pid}/ns/net")).unwrap();
+    assert_ne!(
+        pod_netns,
+        std::fs::read_link("/proc/self/ns/net").unwrap(),
+        "the pod needs its own netns"
+    );
+
+    let id = create(
+        &mut client,
+        &pod,
+        &config,
+        container_config("hello", &image, &["sh", "-c", "echo hello from $(hostname); echo to-stderr >&2; cat /proc/net/dev | grep -c : ; exit 3"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        status(&mut client, &id).await.state,
+        ContainerState::ContainerCreated as i32
+    );
+    start(&mut client, &id).await;
+    let exited = wait_exited(&mut client, &id).await;
+    assert_eq!(exited.exit_code, 3);
+    assert_eq!(exited.reason, "Error");
+    assert!(exited.started_at > 0 && exited.finished_at >= exited.started_at);
+    assert_eq!(exited.image_ref, exited.image_id);
+    let log = std::fs::read_to_string(logs.path().join("hello.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(" stdout F hello from web-host")),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with(" stderr F to-stderr")),
+        "{log}"
+    );
+    // Only `lo` in the pod's network namespace (the host has more).
+    assert!(lines.iter().any(|l| l.ends_with(" stdout F 1")), "{log}");
+
+    let listed = client
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.containers.len(), 1);
+    let listed = client
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest {
+            filter: Some(PodSandboxFilter {
+                label_selector: HashMap::from([("app".to_string(), "other".to_string())]),
+                ..PodSandboxFilter::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.items.is_empty());
+
+    remove_pod(&mut client, &pod).await;
+    assert!(client
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .is_empty());
+    let err = client
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // Stop and remove again: idempotent.
+    remove_pod(&mut client, &pod).await;
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sends_sigterm_then_sigkill_and_remove_is_idempotent() {
+    let registry = Registry::start();
+    let (_daemon, mut client, image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("stopper", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+
+    // Exits on SIGTERM with 143.
+    let polite = create(
+        &mut client,
+        &pod,
+        &config,
+        container_config(
+            "polite",
+            &image,
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 143' TERM; while true; do sleep 0.1; done",
+            ],
+        ),
+    )
+    .await
+    .unwrap();
+    // PID 1 ignores SIGTERM: only SIGKILL ends it.
+    let stubborn = create(
+        &mut client,
+        &pod,
+        &config,
+        container_config("stubborn", &image, &["sleep", "1000"]),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &polite).await;
+    start(&mut client, &stubborn).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        status(&mut client, &polite).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+
+    let stop = |id: &str, timeout| StopContainerRequest {
+        container_id: id.to_string(),
+        timeout,
+    };
+    client
+        .runtime
+        .stop_container(stop(&polite, 10))
+        .await
+        .unwrap();
+    assert_eq!(status(&mut client, &polite).await.exit_code, 143);
+    let started = Instant::now();
+    client
+        .runtime
+        .stop_container(stop(&stubborn, 1))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "SIGKILL came before the timeout"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stop must not wait longer than asked"
+    );
+    assert_eq!(status(&mut client, &stubborn).await.exit_code, 137);
+    client
+        .runtime
+        .stop_container(stop(&stubborn, 1))
+        .await
+        .unwrap();
+
+    for _ in 0..2 {
+        client
+            .runtime
+            .remove_container(RemoveContainerRequest {
+                container_id: stubborn.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    let err = client
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: stubborn.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    remove_pod(&mut client, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_naming_what_is_wrong_and_leave_nothing() {
+    let registry = Registry::start();
+    let (_daemon, mut client, image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("picky", logs.path());
+
+    let err = client
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: None,
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("config"), "{}", err.message());
+    let err = client
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("kata"), "{}", err.message());
+
+    let pod = run_pod(&mut client, &config).await;
+    let err = create(
+        &mut client,
+        "0000",
+        &config,
+        container_config("c", &image, &["true"]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = create(
+        &mut client,
+        &pod,
+        &config,
+        container_config("c", "example.com/not/pulled:1", &["true"]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(
+        err.message().contains("example.com/not/pulled:1"),
+        "{}",
+        err.message()
+    );
+    let mut bad_mount = container_config("c", &image, &["true"]);
+    bad_mount.mounts.push(Mount {
+        container_path: "/data".into(),
+        host_path: "/nonexistent/crius-test-path".into(),
+        ..Mount::default()
+    });
+    let err = create(&mut client, &pod, &config, bad_mount)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("host_path"), "{}", err.message());
+
+    let id = create(
+        &mut client,
+        &pod,
+        &config,
+        container_config("c", &image, &["true"]),
+    )
+    .await
+    .unwrap();
+    let err = create(
+        &mut client,
+        &pod,
+        &config,
+        container_config("c", &image, &["true"]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains(&id), "{}", err.message());
+    // Failed creates left no container behind.
+    let listed = client
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.containers.len(), 1);
+    remove_pod(&mut client, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_outlive_a_daemon_restart_and_exits_meanwhile_are_kept() {
+    let registry = Registry::start();
+    let (mut daemon, mut client, image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("durable", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    let long = create(
+        &mut client,
+        &pod,
+        &config,
+        container_config("long", &image, &["sleep", "1000"]),
+    )
+    .await
+    .unwrap();
+    let short = create(
+        &mut client,
+        &pod,
+        &config,
+        container_config("short", &image, &["sh", "-c", "sleep 1; exit 7"]),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &long).await;
+    start(&mut client, &short).await;
+    drop(client);
+
+    daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    daemon.spawn();
+    let mut client = daemon.client().await;
+    assert_eq!(
+        status(&mut client, &long).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let exited = wait_exited(&mut client, &short).await;
+    assert_eq!(
+        exited.exit_code, 7,
+        "the exit that happened while criusd was down"
+    );
+
+    // The running one is still managed: stop works and reports the real exit.
+    client
+        .runtime
+        .stop_container(StopContainerRequest {
+            container_id: long.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(status(&mut client, &long).await.exit_code, 137);
+    remove_pod(&mut client, &pod).await;
+}
