@@ -503,3 +503,70 @@ async fn containers_outlive_a_daemon_restart_and_exits_meanwhile_are_kept() {
     assert_eq!(status(&mut client, &long).await.exit_code, 137);
     remove_pod(&mut client, &pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sync_runs_in_the_container_and_its_timeout_spares_the_container() {
+    let registry = Registry::start();
+    let (_daemon, mut client, image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("execs", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    let mut spec = container_config("target", &image, &["sleep", "1000"]);
+    spec.envs.push(KeyValue {
+        key: "GREETING".into(),
+        value: b"hi there".to_vec(),
+    });
+    let id = create(&mut client, &pod, &config, spec).await.unwrap();
+    start(&mut client, &id).await;
+
+    let exec = |cmd: &[&str], timeout| ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    };
+    let output = client
+        .runtime
+        .exec_sync(exec(
+            &[
+                "sh",
+                "-c",
+                "echo $GREETING from $(hostname); echo oops >&2; exit 4",
+            ],
+            10,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(output.stdout, b"hi there from execs-host\n");
+    assert_eq!(output.stderr, b"oops\n");
+    assert_eq!(output.exit_code, 4);
+
+    let started = Instant::now();
+    let err = client
+        .runtime
+        .exec_sync(exec(&["sleep", "100"], 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        status(&mut client, &id).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+
+    client
+        .runtime
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let err = client
+        .runtime
+        .exec_sync(exec(&["true"], 5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    remove_pod(&mut client, &pod).await;
+}

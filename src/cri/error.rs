@@ -31,6 +31,9 @@ pub enum CriError {
     /// The object is not in a state that allows the request.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The request's own deadline passed (an ExecSync timeout).
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error(transparent)]
     Ambiguous(#[from] AmbiguousPrefix),
     /// The container config cannot become a runtime spec; the message names the field.
@@ -65,6 +68,7 @@ impl CriError {
             CriError::NotFound { .. } => Code::NotFound,
             CriError::AlreadyExists { .. } => Code::AlreadyExists,
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             CriError::Ambiguous(_) | CriError::Spec(_) => Code::InvalidArgument,
             CriError::Shim(err) => match err {
                 ShimError::NotFound(_) => Code::NotFound,

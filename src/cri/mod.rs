@@ -11,6 +11,7 @@
 pub mod api;
 pub mod client;
 mod container_create;
+mod container_exec;
 mod container_start;
 mod container_status;
 mod container_stop;

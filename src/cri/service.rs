@@ -211,6 +211,10 @@ cri_service_impl! {
             rpc("ContainerStatus", async { self.cri.container_status(request.get_ref()) }).await
         }
 
+        async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> RpcResult<ExecSyncResponse> {
+            rpc("ExecSync", self.cri.exec_sync(request.get_ref())).await
+        }
+
         async fn list_containers(&self, request: Request<ListContainersRequest>) -> RpcResult<ListContainersResponse> {
             rpc("ListContainers", async { Ok(self.cri.list_containers(request.get_ref())) }).await
         }
@@ -218,7 +222,6 @@ cri_service_impl! {
     unimplemented {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
