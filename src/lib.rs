@@ -11,6 +11,7 @@
 //! - [`image`]: registries, the content store, pulls and garbage collection.
 //! - [`snapshot`]: image layers unpacked into overlay-ready directories.
 //! - [`store`]: crash-safe metadata records (images).
+//! - [`cgroups`]: reading container cgroups (v1 and v2): usage, OOM kills.
 //! - [`network`]: pod network namespaces (loopback for now).
 //! - [`runtime`]: pure: (sandbox, container config, image config) → OCI runtime spec.
 //! - [`shim`]: `crius-shim` (shim v2 Task service over ttrpc) and criusd's shim manager.
@@ -20,6 +21,7 @@
 //! cgroups, runtime}`. Nothing below `cri` imports the generated CRI types, and `image`,
 //! `network` and `cgroups` never import `cri`.
 
+pub mod cgroups;
 pub mod cli;
 pub mod config;
 pub mod cri;

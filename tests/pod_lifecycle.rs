@@ -570,3 +570,73 @@ async fn exec_sync_runs_in_the_container_and_its_timeout_spares_the_container() 
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     remove_pod(&mut client, &pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_come_from_the_cgroup_and_an_oom_kill_is_reported_as_such() {
+    let registry = Registry::start();
+    let (_daemon, mut client, image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("limits", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+
+    let mut busy = container_config(
+        "busy",
+        &image,
+        &["sh", "-c", "echo data > /written; while true; do :; done"],
+    );
+    busy.labels.insert("role".into(), "busy".into());
+    let busy = create(&mut client, &pod, &config, busy).await.unwrap();
+    start(&mut client, &busy).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = client
+        .runtime
+        .container_stats(ContainerStatsRequest {
+            container_id: busy.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(stats.memory.unwrap().usage_bytes.unwrap().value > 0);
+    assert!(
+        stats.writable_layer.unwrap().used_bytes.unwrap().value >= 5,
+        "the file the container wrote"
+    );
+    let listed = client
+        .runtime
+        .list_container_stats(ListContainerStatsRequest {
+            filter: Some(ContainerStatsFilter {
+                label_selector: HashMap::from([("role".to_string(), "busy".to_string())]),
+                ..ContainerStatsFilter::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.stats.len(), 1);
+
+    let mut hungry = container_config(
+        "hungry",
+        &image,
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\000' x); echo survived",
+        ],
+    );
+    hungry.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 32 * 1024 * 1024,
+            ..LinuxContainerResources::default()
+        }),
+        ..LinuxContainerConfig::default()
+    });
+    let hungry = create(&mut client, &pod, &config, hungry).await.unwrap();
+    start(&mut client, &hungry).await;
+    let exited = wait_exited(&mut client, &hungry).await;
+    assert_eq!(exited.reason, "OOMKilled", "{exited:?}");
+    assert_eq!(exited.exit_code, 137);
+    remove_pod(&mut client, &pod).await;
+}

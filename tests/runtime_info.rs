@@ -197,8 +197,6 @@ async fn every_other_rpc_answers_unimplemented_naming_itself() {
     check!(rt.exec(ExecRequest) = "Exec");
     check!(rt.attach(AttachRequest) = "Attach");
     check!(rt.port_forward(PortForwardRequest) = "PortForward");
-    check!(rt.container_stats(ContainerStatsRequest) = "ContainerStats");
-    check!(rt.list_container_stats(ListContainerStatsRequest) = "ListContainerStats");
     check!(rt.stream_container_stats(StreamContainerStatsRequest) = "StreamContainerStats");
     check!(rt.pod_sandbox_stats(PodSandboxStatsRequest) = "PodSandboxStats");
     check!(rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest) = "ListPodSandboxStats");

@@ -202,6 +202,7 @@ impl Cri {
                     readonly: mount.readonly,
                 })
                 .collect(),
+            cgroup: cgroups_path,
             stop_signal,
             state: ContainerState::Created,
             pid,

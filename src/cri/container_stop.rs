@@ -24,10 +24,12 @@ impl Cri {
         request: &StopContainerRequest,
     ) -> Result<StopContainerResponse, CriError> {
         tracing::Span::current().record("id", request.container_id.as_str());
-        let container = self.container(&request.container_id)?;
-        if container.is_running() {
-            let timeout = Duration::from_secs(request.timeout.max(0) as u64);
-            self.stop_running(&container, timeout).await?;
+        // Stopping a container that is gone is success, as kubelet retries Stop.
+        if let Some(container) = self.containers.find(&request.container_id)? {
+            if container.is_running() {
+                let timeout = Duration::from_secs(request.timeout.max(0) as u64);
+                self.stop_running(&container, timeout).await?;
+            }
         }
         Ok(StopContainerResponse {})
     }

@@ -13,6 +13,7 @@ pub mod client;
 mod container_create;
 mod container_exec;
 mod container_start;
+mod container_stats;
 mod container_status;
 mod container_stop;
 pub mod crius_api;

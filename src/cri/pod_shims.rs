@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::CriError;
+use crate::cgroups::Cgroup;
 use crate::shim::daemon::PodNamespaces;
 use crate::shim::manager::{ExitStatus, Shim, ShimManager};
 use crate::shim::ShimError;
@@ -119,7 +120,16 @@ pub(super) fn record_exit(containers: &RecordStore<ContainerRecord>, id: &str, e
         record.state = ContainerState::Exited;
         record.finished_at = finished_at;
         record.exit_code = exit.code;
-        record.reason = if exit.code == 0 { "Completed" } else { "Error" }.to_string();
+        // The cgroup still exists (runc deletes it with the container): ask it whether
+        // the kernel's OOM killer ended the container.
+        record.reason = if Cgroup::new(&record.cgroup).oom_killed() {
+            "OOMKilled"
+        } else if exit.code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        }
+        .to_string();
     });
     if let Err(err) = updated {
         tracing::error!(container = %id, "cannot record the container's exit: {err}");

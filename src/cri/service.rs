@@ -215,6 +215,17 @@ cri_service_impl! {
             rpc("ExecSync", self.cri.exec_sync(request.get_ref())).await
         }
 
+        async fn container_stats(&self, request: Request<ContainerStatsRequest>) -> RpcResult<ContainerStatsResponse> {
+            rpc("ContainerStats", async { self.cri.container_stats(request.get_ref()) }).await
+        }
+
+        async fn list_container_stats(
+            &self,
+            request: Request<ListContainerStatsRequest>,
+        ) -> RpcResult<ListContainerStatsResponse> {
+            rpc("ListContainerStats", async { Ok(self.cri.list_container_stats(request.get_ref())) }).await
+        }
+
         async fn list_containers(&self, request: Request<ListContainersRequest>) -> RpcResult<ListContainersResponse> {
             rpc("ListContainers", async { Ok(self.cri.list_containers(request.get_ref())) }).await
         }
@@ -225,8 +236,6 @@ cri_service_impl! {
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
         list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";

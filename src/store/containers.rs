@@ -41,6 +41,9 @@ pub struct ContainerRecord {
     /// Full path of the CRI log file (empty: no log).
     pub log_path: String,
     pub mounts: Vec<MountRecord>,
+    /// The container's cgroup path (the spec's `cgroupsPath`).
+    #[serde(default)]
+    pub cgroup: String,
     /// Signal StopContainer sends first (from the image's StopSignal), as a number.
     pub stop_signal: i32,
     pub state: ContainerState,
