@@ -6,8 +6,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest line written as one record; longer lines are split, as containerd does.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -98,6 +98,7 @@ pub fn copy_stream(
     mut source: File,
     stream: Stream,
     log: Arc<CriLog>,
+    open: Arc<OpenStreams>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("log-{}", stream.name()))
@@ -126,7 +127,45 @@ pub fn copy_stream(
             if !pending.is_empty() {
                 log.write_line(stream, &pending);
             }
+            open.close_one();
         })
+}
+
+/// Counts a container's output streams that are still being copied, so that its exit
+/// is reported only once its output is in the log (or a bounded time has passed: a
+/// background process may hold the pipes open for ever).
+pub struct OpenStreams {
+    open: Mutex<usize>,
+    closed: Condvar,
+}
+
+impl OpenStreams {
+    pub fn new(count: usize) -> Arc<OpenStreams> {
+        Arc::new(OpenStreams {
+            open: Mutex::new(count),
+            closed: Condvar::new(),
+        })
+    }
+
+    fn close_one(&self) {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        *open = open.saturating_sub(1);
+        self.closed.notify_all();
+    }
+
+    /// Waits until every stream reached its end, at most `timeout`.
+    pub fn wait(&self, timeout: Duration) {
+        let open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let _ = self
+            .closed
+            .wait_timeout_while(open, timeout, |open| *open > 0);
+    }
 }
 
 /// `2026-11-23T08:00:00.123456789Z`: RFC 3339 in UTC with nanoseconds, as kubelet parses it.
@@ -184,10 +223,12 @@ mod tests {
         let path = dir.path().join("c/0.log");
         let log = CriLog::open(&path).unwrap();
         let (reader, mut writer) = std::io::pipe().unwrap();
+        let open = OpenStreams::new(1);
         let copier = copy_stream(
             File::from(std::os::fd::OwnedFd::from(reader)),
             Stream::Stderr,
             log,
+            open.clone(),
         )
         .unwrap();
         writer.write_all(b"one\ntwo\n").unwrap();
@@ -195,6 +236,12 @@ mod tests {
         writer.write_all(b"\ntail").unwrap();
         drop(writer);
         copier.join().unwrap();
+        open.wait(std::time::Duration::ZERO);
+        assert_eq!(
+            *open.open.lock().unwrap(),
+            0,
+            "the copier reports its stream closed"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         let records: Vec<(&str, &str, &str)> = text
             .lines()

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::api::{
     ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
@@ -38,7 +38,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::cri_log::{copy_stream, CriLog, Stream};
+use super::cri_log::{copy_stream, CriLog, OpenStreams, Stream};
 use super::reaper::{Exit, Reaper};
 use super::runc::{dev_null, ProcessStdio, Runc};
 use super::ShimError;
@@ -50,6 +50,10 @@ const FREEZE_ROUNDS: usize = 100;
 /// Longest exec id: containerd's identifier limit.
 const MAX_EXEC_ID: usize = 76;
 
+/// How long an exited container's output may take to reach its log before the exit is
+/// reported anyway.
+const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// One container of the pod, as the shim tracks it.
 struct Container {
     bundle: PathBuf,
@@ -60,6 +64,8 @@ struct Container {
     /// The threads copying the container's stdout and stderr into its log; joined at
     /// delete so that no output is lost.
     copiers: Vec<std::thread::JoinHandle<()>>,
+    /// The init's output streams still being copied into the log.
+    streams: Arc<OpenStreams>,
     /// Its exec'd processes by exec id.
     execs: HashMap<String, ExecProcess>,
 }
@@ -131,14 +137,43 @@ impl TaskService {
                     let Some(service) = monitor.upgrade() else {
                         return;
                     };
-                    service.record_exit(exit);
+                    TaskService::record_exit(&service, exit);
                 }
             })
             .ok();
         service
     }
 
-    fn record_exit(&self, exit: Exit) {
+    /// Records an exit. A container's init exit is recorded once its output has reached
+    /// the log (bounded wait, on a thread of its own), so that whoever sees the exit can
+    /// read all of the output.
+    fn record_exit(service: &Arc<TaskService>, exit: Exit) {
+        let streams = service
+            .lock()
+            .containers
+            .values()
+            .find(|container| container.pid == exit.pid && container.exit.is_none())
+            .map(|container| container.streams.clone());
+        match streams {
+            Some(streams) => {
+                let waiting = service.clone();
+                let drained =
+                    std::thread::Builder::new()
+                        .name("exit-drain".into())
+                        .spawn(move || {
+                            streams.wait(OUTPUT_DRAIN_TIMEOUT);
+                            waiting.claim_exit(exit);
+                        });
+                if drained.is_err() {
+                    // No thread to wait on: record it now rather than lose it.
+                    service.claim_exit(exit);
+                }
+            }
+            None => service.claim_exit(exit),
+        }
+    }
+
+    fn claim_exit(&self, exit: Exit) {
         let mut state = self.lock();
         if state.claim(exit) {
             self.exited.notify_all();
@@ -182,19 +217,20 @@ impl TaskService {
         })?;
         let (stdout_reader, stdout_writer) = pipe()?;
         let (stderr_reader, stderr_writer) = pipe()?;
+        let streams = OpenStreams::new(2);
         let copiers = vec![
-            copy_stream(stdout_reader, Stream::Stdout, log.clone()).map_err(|source| {
-                ShimError::Io {
+            copy_stream(stdout_reader, Stream::Stdout, log.clone(), streams.clone()).map_err(
+                |source| ShimError::Io {
                     what: "start the stdout copier",
                     source,
-                }
-            })?,
-            copy_stream(stderr_reader, Stream::Stderr, log.clone()).map_err(|source| {
-                ShimError::Io {
+                },
+            )?,
+            copy_stream(stderr_reader, Stream::Stderr, log.clone(), streams.clone()).map_err(
+                |source| ShimError::Io {
                     what: "start the stderr copier",
                     source,
-                }
-            })?,
+                },
+            )?,
         ];
         let stdio = ProcessStdio {
             stdin: Stdio::from(dev_null()?),
@@ -214,6 +250,7 @@ impl TaskService {
                 exit: None,
                 log,
                 copiers,
+                streams,
                 execs: HashMap::new(),
             },
         );
