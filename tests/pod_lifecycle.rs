@@ -640,3 +640,70 @@ async fn stats_come_from_the_cgroup_and_an_oom_kill_is_reported_as_such() {
     assert_eq!(exited.exit_code, 137);
     remove_pod(&mut client, &pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_container_log_follows_kubelets_rotation() {
+    let registry = Registry::start();
+    let (_daemon, mut client, image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("rotating", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    let id = create(
+        &mut client,
+        &pod,
+        &config,
+        container_config(
+            "ticker",
+            &image,
+            &["sh", "-c", "while true; do echo tick; sleep 0.05; done"],
+        ),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &id).await;
+    let log = logs.path().join("ticker.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no output");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // kubelet's rotation: rename, then ask the runtime to reopen.
+    let rotated = logs.path().join("ticker.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    client
+        .runtime
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let rotated_size = std::fs::metadata(&rotated).unwrap().len();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let new_log = std::fs::read_to_string(&log).expect("a new log file after reopen");
+    assert!(
+        new_log.lines().any(|l| l.ends_with(" stdout F tick")),
+        "{new_log}"
+    );
+    assert!(
+        std::fs::metadata(&rotated).unwrap().len() <= rotated_size + 64,
+        "output still goes to the rotated file"
+    );
+
+    client
+        .runtime
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let err = client
+        .runtime
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    remove_pod(&mut client, &pod).await;
+}

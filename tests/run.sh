@@ -39,7 +39,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian's busybox-static would replace the dynamic one and hide real exec behaviour.
-if ! ldd /bin/busybox 2>/dev/null | grep -q 'libc\.so'; then
+# (grep reads all of ldd's output: with -q it could exit early, and pipefail would
+# count the SIGPIPE of ldd as a failure.)
+if ! ldd /bin/busybox 2>/dev/null | grep 'libc\.so' >/dev/null; then
     echo "tests/run.sh: /bin/busybox is not Debian's dynamic busybox (busybox-static installed?)" >&2
     exit 1
 fi

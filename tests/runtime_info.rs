@@ -193,7 +193,6 @@ async fn every_other_rpc_answers_unimplemented_naming_itself() {
     check!(
         rt.update_container_resources(UpdateContainerResourcesRequest) = "UpdateContainerResources"
     );
-    check!(rt.reopen_container_log(ReopenContainerLogRequest) = "ReopenContainerLog");
     check!(rt.exec(ExecRequest) = "Exec");
     check!(rt.attach(AttachRequest) = "Attach");
     check!(rt.port_forward(PortForwardRequest) = "PortForward");

@@ -12,6 +12,7 @@ pub mod api;
 pub mod client;
 mod container_create;
 mod container_exec;
+mod container_log;
 mod container_start;
 mod container_stats;
 mod container_status;

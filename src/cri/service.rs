@@ -211,6 +211,13 @@ cri_service_impl! {
             rpc("ContainerStatus", async { self.cri.container_status(request.get_ref()) }).await
         }
 
+        async fn reopen_container_log(
+            &self,
+            request: Request<ReopenContainerLogRequest>,
+        ) -> RpcResult<ReopenContainerLogResponse> {
+            rpc("ReopenContainerLog", self.cri.reopen_container_log(request.get_ref())).await
+        }
+
         async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> RpcResult<ExecSyncResponse> {
             rpc("ExecSync", self.cri.exec_sync(request.get_ref())).await
         }
@@ -232,7 +239,6 @@ cri_service_impl! {
     }
     unimplemented {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::api::{
     ConnectRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest, KillRequest,
-    ShutdownRequest, StartRequest, StateRequest, Status, WaitRequest,
+    ShutdownRequest, StartRequest, StateRequest, Status, UpdateTaskRequest, WaitRequest,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -22,6 +22,7 @@ use containerd_shim_protos::TaskClient;
 
 use super::daemon::PodNamespaces;
 use super::task::check_exec_id;
+use super::task::REOPEN_LOG_ANNOTATION;
 use super::ShimError;
 
 /// Deadline of a shim call that should answer at once.
@@ -185,6 +186,21 @@ impl Shim {
             client: TaskClient::new(client),
             dir,
         })
+    }
+
+    /// Reopens container `id`'s log file at its path (after kubelet rotated it).
+    pub fn reopen_log(&self, id: &str) -> Result<(), ShimError> {
+        let request = UpdateTaskRequest {
+            id: id.to_string(),
+            annotations: [(REOPEN_LOG_ANNOTATION.to_string(), String::new())]
+                .into_iter()
+                .collect(),
+            ..UpdateTaskRequest::default()
+        };
+        self.client
+            .update(deadline(), &request)
+            .map_err(|err| self.error(err))?;
+        Ok(())
     }
 
     /// The shim's process id: its `/proc/<pid>/ns/*` are the pod's namespaces.

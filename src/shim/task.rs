@@ -28,7 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use containerd_shim_protos::api::{
     ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
     DeleteResponse, Empty, ExecProcessRequest, KillRequest, ShutdownRequest, StartRequest,
-    StartResponse, StateRequest, StateResponse, Status, WaitRequest, WaitResponse,
+    StartResponse, StateRequest, StateResponse, Status, UpdateTaskRequest, WaitRequest,
+    WaitResponse,
 };
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageField;
@@ -49,6 +50,9 @@ const FREEZE_ROUNDS: usize = 100;
 
 /// Longest exec id: containerd's identifier limit.
 const MAX_EXEC_ID: usize = 76;
+
+/// Annotation of an Update request that asks the shim to reopen a container's log.
+pub const REOPEN_LOG_ANNOTATION: &str = "io.crius.reopen-log";
 
 /// How long an exited container's output may take to reach its log before the exit is
 /// reported anyway.
@@ -639,6 +643,30 @@ impl Task for TaskService {
 
     fn exec(&self, _: &TtrpcContext, request: ExecProcessRequest) -> ttrpc::Result<Empty> {
         self.create_exec(&request)?;
+        Ok(Empty::default())
+    }
+
+    /// Only one update is supported: reopening the container's log file after kubelet
+    /// rotated it, asked for with the [`REOPEN_LOG_ANNOTATION`] annotation (the Task API
+    /// has no call of its own for it; containerd keeps logs outside its shims).
+    fn update(&self, _: &TtrpcContext, request: UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        if !request.annotations.contains_key(REOPEN_LOG_ANNOTATION) {
+            return Err(ShimError::InvalidArgument(
+                "only log reopening is supported by update".into(),
+            )
+            .into());
+        }
+        let log = {
+            let state = self.lock();
+            let container = state.containers.get(&request.id).ok_or_else(|| {
+                ShimError::NotFound(format!("container {} not found", request.id))
+            })?;
+            container.log.clone()
+        };
+        log.reopen().map_err(|source| ShimError::Io {
+            what: "reopen the container log",
+            source,
+        })?;
         Ok(Empty::default())
     }
 
