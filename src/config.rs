@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::network::Subnet;
+
 /// Where criusd looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/crius/crius.toml";
 
@@ -54,6 +56,7 @@ pub struct Config {
     /// in PATH).
     pub oci_runtime: PathBuf,
     pub image: ImageConfig,
+    pub network: NetworkConfig,
     /// Per-registry settings keyed by registry host (`docker.io`, `127.0.0.1:5000`).
     pub registries: BTreeMap<String, RegistryConfig>,
 }
@@ -69,6 +72,7 @@ impl Default for Config {
             cgroup_driver: CgroupDriver::Cgroupfs,
             oci_runtime: PathBuf::from("runc"),
             image: ImageConfig::default(),
+            network: NetworkConfig::default(),
             registries: BTreeMap::new(),
         }
     }
@@ -127,6 +131,62 @@ impl Default for ImageConfig {
             pull_progress_timeout_secs: 60,
         }
     }
+}
+
+/// How pods are networked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub mode: NetworkMode,
+    /// The built-in network's bridge interface.
+    pub bridge: String,
+    /// The built-in network's IPv4 subnet; the bridge takes its first address.
+    pub subnet: String,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            mode: NetworkMode::Bridge,
+            bridge: "crius0".to_string(),
+            subnet: "10.88.0.0/16".to_string(),
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// The parsed `subnet`.
+    pub fn subnet(&self) -> Result<Subnet, String> {
+        self.subnet.parse()
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        self.subnet()
+            .map_err(|reason| ("network.subnet".to_string(), reason))?;
+        // Linux interface names: at most 15 bytes, no '/', no whitespace.
+        let bridge = &self.bridge;
+        if bridge.is_empty()
+            || bridge.len() > 15
+            || bridge.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+        {
+            return Err((
+                "network.bridge".to_string(),
+                format!(
+                    "{bridge:?} is not an interface name (1 to 15 bytes, no '/', ':' or spaces)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// The built-in bridge, veth pairs and address management.
+    Bridge,
+    /// A loopback interface only; NetworkReady stays false.
+    None,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,7 +273,7 @@ impl Config {
         for (host, registry) in &self.registries {
             registry.validate(host)?;
         }
-        Ok(())
+        self.network.validate()
     }
 }
 
@@ -340,6 +400,13 @@ mod tests {
                 "[registries.\"https://docker.io\"]\ninsecure = true",
                 "registries.\"https://docker.io\"",
             ),
+            ("[network]\nsubnet = \"10.88.0.1/16\"", "network.subnet"),
+            ("[network]\nsubnet = \"fd00::/64\"", "network.subnet"),
+            (
+                "[network]\nbridge = \"a-very-long-bridge-name\"",
+                "network.bridge",
+            ),
+            ("[network]\nmode = \"weave\"", "mode"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?} gave {err}");

@@ -8,150 +8,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::images;
+use common::pods::*;
 use common::registry::Registry;
-use common::{pull_image, Daemon};
 use crius::cri::api::*;
-use crius::cri::client::CriClient;
 use tonic::Code;
-
-/// A daemon with busybox pulled; returns the daemon, a client and the image name.
-async fn daemon_with_busybox(registry: &Registry) -> (Daemon, CriClient, String) {
-    registry.push(&images::busybox(), "busybox", "latest");
-    let daemon = Daemon::for_registry(registry.addr(), "");
-    let mut client = daemon.client().await;
-    let image = registry.reference("busybox", "latest");
-    pull_image(&mut client, &image, None).await.unwrap();
-    (daemon, client, image)
-}
-
-fn pod_config(name: &str, log_directory: &std::path::Path) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.to_string(),
-            uid: format!("uid-{name}"),
-            namespace: "default".to_string(),
-            attempt: 0,
-        }),
-        hostname: format!("{name}-host"),
-        log_directory: log_directory.display().to_string(),
-        labels: HashMap::from([("app".to_string(), name.to_string())]),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    pid: NamespaceMode::Container as i32,
-                    ..NamespaceOption::default()
-                }),
-                ..LinuxSandboxSecurityContext::default()
-            }),
-            ..LinuxPodSandboxConfig::default()
-        }),
-        ..PodSandboxConfig::default()
-    }
-}
-
-fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.to_string(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: image.to_string(),
-            ..ImageSpec::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
-        ..ContainerConfig::default()
-    }
-}
-
-async fn run_pod(client: &mut CriClient, config: &PodSandboxConfig) -> String {
-    client
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id
-}
-
-async fn create(
-    client: &mut CriClient,
-    pod: &str,
-    pod_config: &PodSandboxConfig,
-    config: ContainerConfig,
-) -> Result<String, tonic::Status> {
-    client
-        .runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.to_string(),
-            config: Some(config),
-            sandbox_config: Some(pod_config.clone()),
-        })
-        .await
-        .map(|response| response.into_inner().container_id)
-}
-
-async fn start(client: &mut CriClient, id: &str) {
-    client
-        .runtime
-        .start_container(StartContainerRequest {
-            container_id: id.to_string(),
-        })
-        .await
-        .unwrap();
-}
-
-async fn status(client: &mut CriClient, id: &str) -> ContainerStatus {
-    client
-        .runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-}
-
-/// Polls until the container has exited.
-async fn wait_exited(client: &mut CriClient, id: &str) -> ContainerStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let current = status(client, id).await;
-        if current.state == ContainerState::ContainerExited as i32 {
-            return current;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "container {id} did not exit: {current:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn remove_pod(client: &mut CriClient, pod: &str) {
-    client
-        .runtime
-        .stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: pod.to_string(),
-        })
-        .await
-        .unwrap();
-    client
-        .runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod.to_string(),
-        })
-        .await
-        .unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_runs_a_container_that_exits_and_logs() {
@@ -191,7 +51,7 @@ async fn a_pod_runs_a_container_that_exits_and_logs() {
         &mut client,
         &pod,
         &config,
-        container_config("hello", &image, &["sh", "-c", "echo hello from $(hostname); echo to-stderr >&2; cat /proc/net/dev | grep -c : ; exit 3"]),
+        container_config("hello", &image, &["sh", "-c", "echo hello from $(hostname); echo to-stderr >&2; grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' , ; echo; exit 3"]),
     )
     .await
     .unwrap();
@@ -217,8 +77,11 @@ async fn a_pod_runs_a_container_that_exits_and_logs() {
         lines.iter().any(|l| l.ends_with(" stderr F to-stderr")),
         "{log}"
     );
-    // Only `lo` in the pod's network namespace (the host has more).
-    assert!(lines.iter().any(|l| l.ends_with(" stdout F 1")), "{log}");
+    // The pod's own interfaces: loopback and its end of the veth pair.
+    assert!(
+        lines.iter().any(|l| l.ends_with(" stdout F eth0,lo,")),
+        "{log}"
+    );
 
     let listed = client
         .runtime

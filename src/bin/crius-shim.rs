@@ -37,9 +37,9 @@ enum Command {
         /// The OCI runtime binary containers are run with.
         #[arg(long, default_value = "runc")]
         runtime: PathBuf,
-        /// Give the pod its own network namespace (loopback up).
-        #[arg(long)]
-        new_network: bool,
+        /// Join the pod's network namespace pinned at this path.
+        #[arg(long, value_name = "PATH")]
+        netns: Option<PathBuf>,
         /// Give the pod its own IPC namespace.
         #[arg(long)]
         new_ipc: bool,
@@ -55,12 +55,12 @@ fn main() -> ExitCode {
         dir,
         socket,
         runtime,
-        new_network,
+        netns,
         new_ipc,
         hostname,
     } = Args::parse().command;
     let namespaces = PodNamespaces {
-        network: new_network,
+        network: netns,
         ipc: new_ipc,
         uts: hostname.is_some(),
     };

@@ -76,7 +76,7 @@ fn run(config: Config) -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(err),
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         // Register before serving so a signal that arrives during start-up is not lost.
         let (mut terminate, mut interrupt) = match (
             signal(SignalKind::terminate()),
@@ -95,7 +95,11 @@ fn run(config: Config) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => fail(err),
         }
-    })
+    });
+    // Blocking threads may sit in a shim's Wait for minutes; they hold nothing that must
+    // be flushed (records are written before a request answers), so do not wait for them.
+    runtime.shutdown_background();
+    code
 }
 
 fn fail(err: impl std::fmt::Display) -> ExitCode {

@@ -4,6 +4,7 @@
 use tonic::Code;
 
 use crate::image::ImageError;
+use crate::network::NetworkError;
 use crate::runtime::SpecError;
 use crate::shim::ShimError;
 use crate::snapshot::SnapshotError;
@@ -45,6 +46,8 @@ pub enum CriError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
     /// crius failed at something the request did not cause; `what` says what it was doing.
     #[error("internal error while {what}: {reason}")]
     Internal { what: &'static str, reason: String },
@@ -75,6 +78,13 @@ impl CriError {
                 ShimError::AlreadyExists(_) => Code::AlreadyExists,
                 ShimError::InvalidArgument(_) => Code::InvalidArgument,
                 ShimError::FailedPrecondition(_) => Code::FailedPrecondition,
+                _ => Code::Internal,
+            },
+            CriError::Network(err) => match err {
+                NetworkError::SubnetExhausted { .. } => Code::ResourceExhausted,
+                NetworkError::HostPort { .. } | NetworkError::NotReady(_) => {
+                    Code::FailedPrecondition
+                }
                 _ => Code::Internal,
             },
             CriError::Store(_) | CriError::Snapshot(_) => Code::Internal,

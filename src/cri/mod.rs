@@ -38,6 +38,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::image::ImageManager;
+use crate::network::PodNetwork;
 use crate::runtime::HostContext;
 use crate::shim::manager::ShimManager;
 use crate::store::{ContainerRecord, RecordStore, SandboxRecord};
@@ -60,6 +61,8 @@ pub struct Cri {
     /// Shared with the exit watchers, which record exits as they happen.
     containers: Arc<RecordStore<ContainerRecord>>,
     shims: PodShims,
+    /// Pod network namespaces, addresses and host ports; shared with blocking threads.
+    network: Arc<PodNetwork>,
     /// What containers may have on this node (capabilities, cgroup version).
     host: HostContext,
     /// Held while a pod or container name is checked and claimed, so that two requests
@@ -98,7 +101,20 @@ impl Cri {
             cgroup_v2: std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
             ..HostContext::default()
         };
+        let subnet = config
+            .network
+            .subnet()
+            .map_err(|reason| CriError::invalid("network.subnet", reason))?;
+        let network = Arc::new(PodNetwork::new(&config.network, subnet, &config.state));
+        let preparing = network.clone();
+        tokio::task::spawn_blocking(move || preparing.prepare())
+            .await
+            .map_err(|_| CriError::Internal {
+                what: "preparing the pod network",
+                reason: "the preparing thread panicked".to_string(),
+            })?;
         let cri = Cri {
+            network,
             sandboxes: RecordStore::open(&config.root.join("pods/sandboxes"))?,
             containers: Arc::new(RecordStore::open(&config.root.join("pods/containers"))?),
             shims: PodShims::new(ShimManager::new(

@@ -10,7 +10,6 @@ use super::CriError;
 use crate::cgroups::Cgroup;
 use crate::shim::daemon::PodNamespaces;
 use crate::shim::manager::{ExitStatus, Shim, ShimManager};
-use crate::shim::ShimError;
 use crate::store::{ContainerRecord, ContainerState, RecordStore};
 
 /// How long one Wait call may block before the watcher asks again; keeps shim threads
@@ -68,17 +67,18 @@ impl PodShims {
     }
 }
 
-/// Runs a blocking shim call on a blocking thread.
-pub(super) async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, ShimError> + Send + 'static,
+/// Runs a blocking call (a shim request, netlink, a namespace change) on a blocking
+/// thread, off the async workers.
+pub(super) async fn blocking<T: Send + 'static, E: Into<CriError> + Send + 'static>(
+    call: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, CriError> {
     tokio::task::spawn_blocking(call)
         .await
         .map_err(|_| CriError::Internal {
-            what: "calling a shim",
+            what: "running a blocking call",
             reason: "the blocking task panicked".to_string(),
         })?
-        .map_err(CriError::from)
+        .map_err(Into::into)
 }
 
 /// Records the container's exit when it happens, however it happens.

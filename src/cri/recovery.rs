@@ -10,7 +10,19 @@ use crate::store::{ContainerState, SandboxState};
 
 impl Cri {
     pub(super) fn recover(&self) {
-        for sandbox in self.sandboxes.list() {
+        let sandboxes = self.sandboxes.list();
+        let known = sandboxes.iter().map(|sandbox| sandbox.id.clone()).collect();
+        self.network.collect_garbage(&known);
+        for sandbox in sandboxes {
+            if let (SandboxState::Ready, Some(ip)) = (sandbox.state, sandbox.ip) {
+                // The relays died with the previous criusd; the pod still owns its ports.
+                if let Err(err) = self
+                    .network
+                    .open_ports(&sandbox.id, ip, &sandbox.port_mappings)
+                {
+                    tracing::warn!(sandbox = %sandbox.id, "cannot reopen the pod's host ports: {err}");
+                }
+            }
             let shim = match self.shims.get(&sandbox.id) {
                 Ok(shim) => shim,
                 Err(err) => {

@@ -35,24 +35,28 @@ impl Cri {
                 reason: String::new(),
                 message: String::new(),
             },
-            // No network backend exists yet, so pods could not get an address: say so
-            // rather than let kubelet schedule pods onto a node that cannot wire them.
-            RuntimeCondition {
-                r#type: NETWORK_READY.to_string(),
-                status: false,
-                reason: "NetworkPluginNotReady".to_string(),
-                message:
-                    "crius: pod networking is not available yet: no network backend is configured"
-                        .to_string(),
+            // Kubelet keeps a node NotReady, scheduling nothing onto it, until pods can
+            // be networked.
+            match self.network.not_ready() {
+                None => RuntimeCondition {
+                    r#type: NETWORK_READY.to_string(),
+                    status: true,
+                    reason: String::new(),
+                    message: String::new(),
+                },
+                Some(why) => RuntimeCondition {
+                    r#type: NETWORK_READY.to_string(),
+                    status: false,
+                    reason: "NetworkPluginNotReady".to_string(),
+                    message: format!("crius: {why}"),
+                },
             },
         ];
         let mut info = HashMap::new();
         if request.verbose {
             info.insert("config".to_string(), self.config_json()?);
-            let network = serde_json::json!({
-                "mode": "none",
-                "podCidr": self.pod_cidr(),
-            });
+            let mut network = self.network.describe();
+            network["podCidr"] = self.pod_cidr().into();
             info.insert("network".to_string(), network.to_string());
         }
         Ok(StatusResponse {

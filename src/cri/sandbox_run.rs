@@ -3,13 +3,18 @@
 //! rolled back when a later step fails.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use nix::mount::{mount, MsFlags};
 
-use super::api::{NamespaceMode, PodSandboxConfig, RunPodSandboxRequest, RunPodSandboxResponse};
+use super::api::{
+    self, NamespaceMode, PodSandboxConfig, RunPodSandboxRequest, RunPodSandboxResponse,
+};
+use super::pod_shims::blocking;
 use super::rollback::Rollback;
 use super::{new_id, now_ns, Cri, CriError};
+use crate::network::{PortMapping, Protocol};
 use crate::runtime::{hosts_file, resolv_conf, DnsConfig};
 use crate::shim::daemon::PodNamespaces;
 use crate::snapshot::rootfs::unmount;
@@ -42,6 +47,12 @@ impl Cri {
         tracing::Span::current().record("name", metadata.name.as_str());
         check_runtime_handler(&request.runtime_handler)?;
         let modes = namespace_modes(&config)?;
+        let port_mappings = if modes.host_network {
+            // The pod uses the node's ports directly.
+            Vec::new()
+        } else {
+            port_mappings(&config.port_mappings)?
+        };
 
         // Claim the name: a retry of the same pod attempt gets the same sandbox back.
         let _names = self.names.lock().await;
@@ -74,7 +85,26 @@ impl Cri {
         rollback.push("the sandbox directory", move || {
             std::fs::remove_dir_all(&removed).map_err(|err| err.to_string())
         });
-        write_sandbox_files(&dir, &config, &hostname, modes.host_network)?;
+        let mut netns = None;
+        let mut ip = None;
+        if !modes.host_network {
+            let network = self.network.clone();
+            let pod = id.clone();
+            let attachment = blocking(move || network.set_up(&pod)).await?;
+            let (network, pod) = (self.network.clone(), id.clone());
+            rollback.push("the pod's network", move || {
+                network
+                    .tear_down(&pod)
+                    .and_then(|()| network.remove_netns(&pod))
+                    .map_err(|err| err.to_string())
+            });
+            if let Some(address) = attachment.ip {
+                self.network.open_ports(&id, address, &port_mappings)?;
+            }
+            netns = Some(attachment.netns);
+            ip = attachment.ip;
+        }
+        write_sandbox_files(&dir, &config, &hostname, modes.host_network, ip)?;
         if !modes.host_ipc {
             let shm = dir.join("shm");
             mount_shm(&shm)?;
@@ -84,7 +114,7 @@ impl Cri {
         }
 
         let namespaces = PodNamespaces {
-            network: !modes.host_network,
+            network: netns,
             ipc: !modes.host_ipc,
             uts: !modes.host_network,
         };
@@ -122,6 +152,8 @@ impl Cri {
             cgroup_parent: linux.cgroup_parent,
             sysctls: linux.sysctls.into_iter().collect::<BTreeMap<_, _>>(),
             shim_pid,
+            ip,
+            port_mappings,
         };
         self.sandboxes.insert(record)?;
         rollback.commit();
@@ -167,6 +199,59 @@ pub(super) fn check_runtime_handler(handler: &str) -> Result<(), CriError> {
     }
 }
 
+/// The pod's host ports, checked. A mapping without a host port only documents the
+/// container port (Kubernetes' `hostPort: 0`) and needs nothing.
+fn port_mappings(requested: &[api::PortMapping]) -> Result<Vec<PortMapping>, CriError> {
+    const FIELD: &str = "config.port_mappings";
+    let mut mappings = Vec::new();
+    for (index, mapping) in requested.iter().enumerate() {
+        if mapping.host_port == 0 {
+            continue;
+        }
+        let port = |name: &str, value: i32| {
+            u16::try_from(value)
+                .ok()
+                .filter(|port| *port != 0)
+                .ok_or_else(|| {
+                    CriError::invalid(
+                        FIELD,
+                        format!("[{index}].{name} {value} is not a port number"),
+                    )
+                })
+        };
+        let protocol = match api::Protocol::try_from(mapping.protocol) {
+            Ok(api::Protocol::Tcp) => Protocol::Tcp,
+            Ok(api::Protocol::Udp) => Protocol::Udp,
+            _ => {
+                return Err(CriError::invalid(
+                    FIELD,
+                    format!("[{index}].protocol: only TCP and UDP host ports are supported"),
+                ))
+            }
+        };
+        let host_ip = if mapping.host_ip.is_empty() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            mapping.host_ip.parse().map_err(|_| {
+                CriError::invalid(
+                    FIELD,
+                    format!(
+                        "[{index}].host_ip {:?} is not an IP address",
+                        mapping.host_ip
+                    ),
+                )
+            })?
+        };
+        mappings.push(PortMapping {
+            protocol,
+            host_ip,
+            host_port: port("host_port", mapping.host_port)?,
+            container_port: port("container_port", mapping.container_port)?,
+        });
+    }
+    Ok(mappings)
+}
+
 /// /etc/hostname, /etc/hosts and /etc/resolv.conf for the pod's containers. Host-network
 /// pods see the node's files.
 fn write_sandbox_files(
@@ -174,6 +259,7 @@ fn write_sandbox_files(
     config: &PodSandboxConfig,
     hostname: &str,
     host_network: bool,
+    ip: Option<Ipv4Addr>,
 ) -> Result<(), CriError> {
     let write = |name: &str, text: String| {
         let path = dir.join(name);
@@ -185,7 +271,8 @@ fn write_sandbox_files(
         write("hosts", host_file("/etc/hosts"))?;
     } else {
         write("hostname", format!("{hostname}\n"))?;
-        write("hosts", hosts_file(hostname, &[], &[]))?;
+        let ips: Vec<IpAddr> = ip.map(IpAddr::V4).into_iter().collect();
+        write("hosts", hosts_file(hostname, &ips, &[]))?;
     }
     let resolv = match &config.dns_config {
         Some(dns) => resolv_conf(&DnsConfig {

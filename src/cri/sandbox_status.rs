@@ -34,7 +34,10 @@ impl Cri {
                 metadata: Some(metadata(&sandbox)),
                 state: state(&sandbox) as i32,
                 created_at: sandbox.created_at,
-                network: Some(PodSandboxNetworkStatus::default()),
+                network: Some(PodSandboxNetworkStatus {
+                    ip: sandbox.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    additional_ips: Vec::new(),
+                }),
                 linux: Some(LinuxPodSandboxStatus {
                     namespaces: Some(Namespace {
                         options: Some(NamespaceOption {

@@ -1,7 +1,7 @@
 //! StopPodSandbox and RemovePodSandbox: both idempotent, as kubelet calls them more than
-//! once. Stop kills the pod's containers and marks it NOTREADY; Remove also removes the
-//! containers, stops the shim (releasing the pod's namespaces) and deletes every file
-//! and mount of the pod.
+//! once. Stop kills the pod's containers, releases its network (host ports, veth,
+//! address) and marks it NOTREADY; Remove also removes the containers, stops the shim
+//! (releasing the pod's namespaces) and deletes every file and mount of the pod.
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use super::api::{
     RemovePodSandboxRequest, RemovePodSandboxResponse, StopPodSandboxRequest,
     StopPodSandboxResponse,
 };
+use super::pod_shims::blocking;
 use super::{Cri, CriError};
 use crate::snapshot::rootfs::unmount;
 use crate::store::{SandboxRecord, SandboxState};
@@ -48,6 +49,10 @@ impl Cri {
         }
         self.shims.forget(&sandbox.id);
         wait_for_exit(sandbox.shim_pid).await;
+        if !sandbox.host_network {
+            let (network, id) = (self.network.clone(), sandbox.id.clone());
+            blocking(move || network.remove_netns(&id)).await?;
+        }
         let dir = self.sandbox_dir(&sandbox.id);
         unmount(&dir.join("shm"))?;
         match std::fs::remove_dir_all(&dir) {
@@ -67,6 +72,10 @@ impl Cri {
                 self.stop_running(&container, Duration::ZERO).await?;
             }
         }
+        if !sandbox.host_network {
+            let (network, id) = (self.network.clone(), sandbox.id.clone());
+            blocking(move || network.tear_down(&id)).await?;
+        }
         if sandbox.state != SandboxState::NotReady {
             self.sandboxes
                 .update(&sandbox.id, |record| record.state = SandboxState::NotReady)?;
@@ -81,9 +90,22 @@ async fn wait_for_exit(pid: u32) {
     if pid == 0 {
         return;
     }
-    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
     let deadline = tokio::time::Instant::now() + SHIM_EXIT_TIMEOUT;
-    while proc_dir.exists() && tokio::time::Instant::now() < deadline {
+    while running(pid) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Whether process `pid` still runs. A zombie does not: it holds no namespace, mount or
+/// file any more, and reaping it is its new parent's business (init, which on some
+/// hosts reaps only every few seconds).
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state …`: comm may hold spaces and parentheses, so look after the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X"))
 }

@@ -14,14 +14,13 @@ use std::sync::mpsc;
 
 use containerd_shim_protos::create_task;
 use containerd_shim_protos::ttrpc::Server;
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, sethostname, setsid, ForkResult};
 
 use super::reaper::Reaper;
 use super::runc::{dev_null, Runc};
 use super::task::TaskService;
 use super::ShimError;
-use crate::network::bring_up_loopback;
 
 /// What a shim needs to know; passed on its command line.
 pub struct ShimOptions {
@@ -40,9 +39,11 @@ pub struct ShimOptions {
 }
 
 /// Which of the pod's namespaces are its own (the others are the node's).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodNamespaces {
-    pub network: bool,
+    /// The pod's network namespace, pinned by criusd (which connects it to the pod
+    /// network before the shim starts).
+    pub network: Option<PathBuf>,
     pub ipc: bool,
     pub uts: bool,
 }
@@ -101,13 +102,23 @@ pub fn start(options: ShimOptions) -> Result<String, ShimError> {
     }
 }
 
-/// Creates the pod's own namespaces in this (still single-threaded, short-lived) start
-/// process, so that the forked shim lives in them and holds them for the pod, the way a
-/// pause container would: containers join `/proc/<shim pid>/ns/*`.
+/// Enters the pod's network namespace and creates its other own namespaces in this
+/// (still single-threaded, short-lived) start process, so that the forked shim lives in
+/// them and holds them for the pod, the way a pause container would: containers join
+/// `/proc/<shim pid>/ns/*`.
 fn enter_pod_namespaces(options: &ShimOptions) -> Result<(), ShimError> {
-    let wanted = options.namespaces;
+    let wanted = &options.namespaces;
+    if let Some(netns) = &wanted.network {
+        let namespace = File::open(netns).map_err(|source| ShimError::Io {
+            what: "open the pod's network namespace",
+            source,
+        })?;
+        setns(namespace, CloneFlags::CLONE_NEWNET).map_err(|source| ShimError::Sys {
+            what: "enter the pod's network namespace",
+            source,
+        })?;
+    }
     let mut flags = CloneFlags::empty();
-    flags.set(CloneFlags::CLONE_NEWNET, wanted.network);
     flags.set(CloneFlags::CLONE_NEWIPC, wanted.ipc);
     flags.set(CloneFlags::CLONE_NEWUTS, wanted.uts);
     if flags.is_empty() {
@@ -120,12 +131,6 @@ fn enter_pod_namespaces(options: &ShimOptions) -> Result<(), ShimError> {
     if let (true, Some(hostname)) = (wanted.uts, &options.hostname) {
         sethostname(hostname).map_err(|source| ShimError::Sys {
             what: "set the pod's hostname",
-            source,
-        })?;
-    }
-    if wanted.network {
-        bring_up_loopback().map_err(|source| ShimError::Sys {
-            what: "bring up the pod's loopback",
             source,
         })?;
     }

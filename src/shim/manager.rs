@@ -139,8 +139,8 @@ impl ShimManager {
             .arg(self.socket(sandbox_id)?)
             .arg("--runtime")
             .arg(&self.runtime);
-        if namespaces.network {
-            command.arg("--new-network");
+        if let Some(netns) = &namespaces.network {
+            command.arg("--netns").arg(netns);
         }
         if namespaces.ipc {
             command.arg("--new-ipc");

@@ -8,9 +8,12 @@
 
 use std::collections::BTreeMap;
 
+use std::net::Ipv4Addr;
+
 use serde::{Deserialize, Serialize};
 
 use super::records::Record;
+use crate::network::PortMapping;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SandboxState {
@@ -40,6 +43,13 @@ pub struct SandboxRecord {
     pub sysctls: BTreeMap<String, String>,
     /// The shim's pid when last seen: its `/proc/<pid>/ns/*` are the pod's namespaces.
     pub shim_pid: u32,
+    /// The pod's address on the pod network; none for host-network pods and while the
+    /// node's network mode is "none".
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    /// Host ports relayed to the pod while it is ready.
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
 }
 
 impl Record for SandboxRecord {

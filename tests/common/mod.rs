@@ -9,6 +9,8 @@
 #![allow(dead_code)]
 
 pub mod images;
+pub mod network;
+pub mod pods;
 pub mod registry;
 pub mod token_server;
 
@@ -23,6 +25,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
+use network::TestNetwork;
+
 /// How long a daemon may take to start serving or to stop.
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,6 +35,8 @@ pub struct Daemon {
     child: Option<Child>,
     dir: TempDir,
     root: PathBuf,
+    /// The daemon's own bridge and subnet (used unless the test configures `[network]`).
+    network: TestNetwork,
 }
 
 impl Daemon {
@@ -53,23 +59,38 @@ impl Daemon {
         ))
     }
 
+    /// Starts criusd with `extra` config and the `[network]` section `network` writes for
+    /// the daemon's own test network (to change its subnet or mode).
+    pub fn start_with_network(extra: &str, network: impl FnOnce(&TestNetwork) -> String) -> Daemon {
+        let slot = TestNetwork::claim();
+        let section = network(&slot);
+        Daemon::start_configured_on(None, &format!("{extra}\n{section}"), slot)
+    }
+
     /// Starts criusd with its persistent root at `root` (e.g. on a small tmpfs).
     pub fn start_with_root(root: &Path, extra: &str) -> Daemon {
         Daemon::start_configured(Some(root), extra)
     }
 
     fn start_configured(root: Option<&Path>, extra: &str) -> Daemon {
+        Daemon::start_configured_on(root, extra, TestNetwork::claim())
+    }
+
+    fn start_configured_on(root: Option<&Path>, extra: &str, network: TestNetwork) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("crius-test-")
             .tempdir()
             .expect("create daemon temp dir");
         let root = root.map_or_else(|| dir.path().join("root"), Path::to_path_buf);
-        let config = format!(
+        let mut config = format!(
             "listen = \"{0}/crius.sock\"\nroot = \"{1}\"\nstate = \"{0}/state\"\n{2}\n",
             dir.path().display(),
             root.display(),
             extra
         );
+        if !extra.contains("[network]") {
+            config.push_str(&network.config());
+        }
         let config = if extra.contains("log_level") {
             config
         } else {
@@ -80,6 +101,7 @@ impl Daemon {
             child: None,
             dir,
             root,
+            network,
         };
         daemon.spawn();
         daemon
@@ -193,6 +215,27 @@ impl Daemon {
         );
     }
 
+    /// The test's pod network: bridge, subnet, attached veths.
+    pub fn network(&self) -> &TestNetwork {
+        &self.network
+    }
+
+    /// Addresses the daemon's IPAM holds now (one file per address).
+    pub fn ip_allocations(&self) -> Vec<String> {
+        let dir = self
+            .state()
+            .join("network/ipam")
+            .join(self.network.bridge());
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "last")
+            .collect()
+    }
+
     fn child_mut(&mut self) -> &mut Child {
         self.child.as_mut().expect("daemon not running")
     }
@@ -210,7 +253,14 @@ impl Drop for Daemon {
             tear_down_leftovers(self.dir.path());
         } else {
             assert_nothing_left_under(self.dir.path());
+            let veths = self.network.links_on_bridge();
+            let addresses = self.ip_allocations();
+            if !veths.is_empty() || !addresses.is_empty() {
+                self.network.delete_bridge();
+                panic!("left on the pod network: veths {veths:?}, addresses {addresses:?}");
+            }
         }
+        self.network.delete_bridge();
     }
 }
 

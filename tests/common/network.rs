@@ -1,0 +1,90 @@
+//! A pod network per test daemon: its own bridge and /24, so tests that run at the same
+//! time never share (or delete) each other's interfaces and addresses.
+//!
+//! Slots are claimed with an exclusive lock on `/tmp/crius-test-net/<n>.lock`; the kernel
+//! drops the lock when the holder exits, so a crashed test never keeps a slot.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::Command;
+
+use nix::fcntl::{Flock, FlockArg};
+
+const SLOTS: u8 = 250;
+
+pub struct TestNetwork {
+    index: u8,
+    _lock: Flock<File>,
+}
+
+impl TestNetwork {
+    /// Claims a free slot; panics when all are taken.
+    pub fn claim() -> TestNetwork {
+        let dir = Path::new("/tmp/crius-test-net");
+        std::fs::create_dir_all(dir).expect("create the network slot dir");
+        // Start at a slot derived from the pid so parallel tests rarely contend.
+        let start = (std::process::id() % u32::from(SLOTS)) as u8;
+        for offset in 0..SLOTS {
+            let index = (start + offset) % SLOTS;
+            let file = File::create(dir.join(format!("{index}.lock"))).expect("open slot lock");
+            if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                let network = TestNetwork { index, _lock: lock };
+                // A bridge left by a test that was killed before its teardown.
+                network.delete_bridge();
+                return network;
+            }
+        }
+        panic!("all {SLOTS} test network slots are taken");
+    }
+
+    pub fn bridge(&self) -> String {
+        format!("crt{}", self.index)
+    }
+
+    pub fn subnet(&self) -> String {
+        format!("10.231.{}.0/24", self.index)
+    }
+
+    pub fn gateway(&self) -> String {
+        format!("10.231.{}.1", self.index)
+    }
+
+    /// The daemon config section that uses this slot.
+    pub fn config(&self) -> String {
+        format!(
+            "[network]\nbridge = \"{}\"\nsubnet = \"{}\"\n",
+            self.bridge(),
+            self.subnet()
+        )
+    }
+
+    /// Names of the interfaces attached to the bridge (the pods' veths).
+    pub fn links_on_bridge(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge()])
+            .output()
+            .expect("run ip link");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_string())
+            .collect()
+    }
+
+    pub fn bridge_exists(&self) -> bool {
+        Path::new("/sys/class/net").join(self.bridge()).exists()
+    }
+
+    /// Deletes this slot's bridge and whatever is attached to it.
+    pub fn delete_bridge(&self) {
+        if !self.bridge_exists() {
+            return;
+        }
+        for link in self.links_on_bridge() {
+            let _ = Command::new("ip").args(["link", "del", &link]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge()])
+            .status();
+    }
+}

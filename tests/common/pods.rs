@@ -1,0 +1,199 @@
+//! Pods and containers as kubelet drives them, for the tests that need some: a daemon
+//! with busybox pulled, pod and container configs, and the RPC sequences with the
+//! assertions every caller would repeat.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crius::cri::api::*;
+use crius::cri::client::CriClient;
+
+use super::registry::Registry;
+use super::{images, pull_image, Daemon};
+
+/// A daemon with busybox pulled; returns the daemon, a client and the image name.
+pub async fn daemon_with_busybox(registry: &Registry) -> (Daemon, CriClient, String) {
+    registry.push(&images::busybox(), "busybox", "latest");
+    let daemon = Daemon::for_registry(registry.addr(), "");
+    let mut client = daemon.client().await;
+    let image = registry.reference("busybox", "latest");
+    pull_image(&mut client, &image, None).await.unwrap();
+    (daemon, client, image)
+}
+
+pub fn pod_config(name: &str, log_directory: &std::path::Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.to_string(),
+            uid: format!("uid-{name}"),
+            namespace: "default".to_string(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: log_directory.display().to_string(),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..NamespaceOption::default()
+                }),
+                ..LinuxSandboxSecurityContext::default()
+            }),
+            ..LinuxPodSandboxConfig::default()
+        }),
+        ..PodSandboxConfig::default()
+    }
+}
+
+pub fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.to_string(),
+            ..ImageSpec::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        ..ContainerConfig::default()
+    }
+}
+
+pub async fn run_pod(client: &mut CriClient, config: &PodSandboxConfig) -> String {
+    client
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id
+}
+
+pub async fn create(
+    client: &mut CriClient,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    client
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.to_string(),
+            config: Some(config),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .map(|response| response.into_inner().container_id)
+}
+
+pub async fn start(client: &mut CriClient, id: &str) {
+    client
+        .runtime
+        .start_container(StartContainerRequest {
+            container_id: id.to_string(),
+        })
+        .await
+        .unwrap();
+}
+
+pub async fn status(client: &mut CriClient, id: &str) -> ContainerStatus {
+    client
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+/// Polls until the container has exited.
+pub async fn wait_exited(client: &mut CriClient, id: &str) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let current = status(client, id).await;
+        if current.state == ContainerState::ContainerExited as i32 {
+            return current;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {current:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn remove_pod(client: &mut CriClient, pod: &str) {
+    client
+        .runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .unwrap();
+    client
+        .runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Runs `cmd` in the container and returns (exit code, stdout, stderr).
+pub async fn exec(client: &mut CriClient, id: &str, cmd: &[&str]) -> (i32, String, String) {
+    let output = client
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (
+        output.exit_code,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The pod's status (verbose, so `info` carries the shim pid).
+pub async fn pod_status(client: &mut CriClient, pod: &str) -> PodSandboxStatusResponse {
+    client
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.to_string(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Runs a pod with one long-running container executing `command`; returns the pod and
+/// container ids.
+pub async fn run_pod_with(
+    client: &mut CriClient,
+    config: &PodSandboxConfig,
+    image: &str,
+    command: &[&str],
+) -> (String, String) {
+    let pod = run_pod(client, config).await;
+    let name = config.metadata.as_ref().map_or("c", |m| m.name.as_str());
+    let id = create(client, &pod, config, container_config(name, image, command))
+        .await
+        .unwrap();
+    start(client, &id).await;
+    (pod, id)
+}

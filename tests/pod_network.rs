@@ -1,0 +1,423 @@
+//! Pod networking through the CRI: the built-in bridge, veth pairs and addresses, DNS
+//! files, host ports (TCP and UDP, on 127.0.0.1 and the node's own address), restarts,
+//! faults, and a churn test proving nothing leaks. Traffic only flows between this host
+//! and the namespaces the tests create; each daemon has a bridge and /24 of its own.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::pods::*;
+use common::registry::Registry;
+use common::{images, pull_image, Daemon};
+use crius::cri::api::*;
+use tonic::Code;
+
+/// busybox httpd serving `text` on port 8080 in the container.
+fn http_server(text: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www"),
+    ]
+}
+
+fn argv(command: &[String]) -> Vec<&str> {
+    command.iter().map(String::as_str).collect()
+}
+
+fn pod_ip(status: &PodSandboxStatusResponse) -> Ipv4Addr {
+    let ip = &status.status.as_ref().unwrap().network.as_ref().unwrap().ip;
+    ip.parse().unwrap_or_else(|_| panic!("pod IP {ip:?}"))
+}
+
+/// GET / on `addr`, retried while the server starts.
+fn http_get(addr: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut stream = TcpStream::connect(addr)?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        })();
+        match attempt {
+            Ok(answer) if answer.contains("200 OK") => return answer,
+            other => {
+                assert!(Instant::now() < deadline, "GET {addr}: {other:?}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// A TCP port free on all addresses now.
+fn free_port() -> u16 {
+    TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_get_addresses_and_reach_each_other_and_the_host_reaches_them() {
+    let registry = Registry::start();
+    let (daemon, mut client, image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+
+    let mut server_config = pod_config("server", logs.path());
+    server_config.dns_config = Some(DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["default.svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    let (server, server_ctr) = run_pod_with(
+        &mut client,
+        &server_config,
+        &image,
+        &argv(&http_server("from-server")),
+    )
+    .await;
+    let client_config = pod_config("client", logs.path());
+    let (other, other_ctr) =
+        run_pod_with(&mut client, &client_config, &image, &["sleep", "1000"]).await;
+
+    let server_ip = pod_ip(&pod_status(&mut client, &server).await);
+    let other_ip = pod_ip(&pod_status(&mut client, &other).await);
+    let prefix = daemon
+        .network()
+        .subnet()
+        .trim_end_matches("0/24")
+        .to_string();
+    assert!(
+        server_ip.to_string().starts_with(&prefix),
+        "{server_ip} not in {prefix}0/24"
+    );
+    assert_ne!(server_ip, other_ip);
+    assert_eq!(daemon.network().links_on_bridge().len(), 2);
+    assert_eq!(daemon.ip_allocations().len(), 2);
+
+    // Inside the pod: eth0 with the address, a default route via the bridge, DNS files.
+    let (code, routes, _) = exec(&mut client, &server_ctr, &["ip", "route"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        routes.contains(&format!("default via {}", daemon.network().gateway())),
+        "{routes}"
+    );
+    let (_, addresses, _) = exec(
+        &mut client,
+        &server_ctr,
+        &["ip", "-4", "addr", "show", "eth0"],
+    )
+    .await;
+    assert!(
+        addresses.contains(&format!("inet {server_ip}/24")),
+        "{addresses}"
+    );
+    let (_, hosts, _) = exec(&mut client, &server_ctr, &["cat", "/etc/hosts"]).await;
+    assert!(
+        hosts.contains(&format!("{server_ip}\tserver-host")),
+        "{hosts}"
+    );
+    let (_, resolv, _) = exec(&mut client, &server_ctr, &["cat", "/etc/resolv.conf"]).await;
+    assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
+    assert!(
+        resolv.contains("search default.svc.cluster.local"),
+        "{resolv}"
+    );
+    assert!(resolv.contains("options ndots:5"), "{resolv}");
+
+    // Pod to pod across the bridge, and host to pod.
+    http_get(&format!("{server_ip}:8080"));
+    let (code, body, stderr) = exec(
+        &mut client,
+        &other_ctr,
+        &[
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{server_ip}:8080/"),
+        ],
+    )
+    .await;
+    assert_eq!((code, body.trim()), (0, "from-server"), "{stderr}");
+
+    // Stop releases the veth and the address at once; a second Stop is fine.
+    client
+        .runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: server.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(daemon.network().links_on_bridge().len(), 1);
+    assert_eq!(daemon.ip_allocations().len(), 1);
+    remove_pod(&mut client, &server).await;
+    remove_pod(&mut client, &other).await;
+    assert!(daemon.network().links_on_bridge().is_empty());
+    let netns = std::fs::read_dir(daemon.state().join("netns"))
+        .unwrap()
+        .count();
+    assert_eq!(netns, 0, "pinned network namespaces left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_ports_relay_tcp_and_udp_and_survive_a_daemon_restart() {
+    let registry = Registry::start();
+    let (mut daemon, mut client, image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let (tcp_port, udp_port) = (free_port(), free_port());
+    let mut config = pod_config("ported", logs.path());
+    config.port_mappings = vec![
+        PortMapping {
+            protocol: Protocol::Tcp as i32,
+            container_port: 8080,
+            host_port: i32::from(tcp_port),
+            host_ip: String::new(),
+        },
+        PortMapping {
+            protocol: Protocol::Udp as i32,
+            container_port: 5353,
+            host_port: i32::from(udp_port),
+            host_ip: "127.0.0.1".into(),
+        },
+    ];
+    let (pod, _) = run_pod_with(
+        &mut client,
+        &config,
+        &image,
+        &argv(&http_server("via-host-port")),
+    )
+    .await;
+
+    // On 127.0.0.1 and on the node's own address (the bridge's, here).
+    assert!(http_get(&format!("127.0.0.1:{tcp_port}")).contains("via-host-port"));
+    let node_address = daemon.network().gateway();
+    assert!(http_get(&format!("{node_address}:{tcp_port}")).contains("via-host-port"));
+
+    // UDP: an echo server in the pod's namespace, started by this test on a thread of its own.
+    let echo = udp_echo_in_netns(daemon.state().join("netns").join(&pod), 5353);
+    assert_eq!(udp_round_trip(udp_port, b"ping"), b"ping");
+
+    // A second pod asking for a port in use fails naming it, and leaves nothing.
+    let mut clash = pod_config("clash", logs.path());
+    clash.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: i32::from(tcp_port),
+        host_ip: String::new(),
+    }];
+    let err = client
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(clash),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains(&format!("host port {tcp_port}/tcp")),
+        "{err:?}"
+    );
+    assert_eq!(daemon.network().links_on_bridge().len(), 1);
+    assert_eq!(daemon.ip_allocations().len(), 1);
+
+    // criusd restarts: the pod keeps its ports.
+    daemon.stop();
+    daemon.spawn();
+    let mut client = daemon.client().await;
+    assert!(http_get(&format!("127.0.0.1:{tcp_port}")).contains("via-host-port"));
+    assert_eq!(udp_round_trip(udp_port, b"again"), b"again");
+
+    // Stop frees the ports.
+    client
+        .runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    let freed = Instant::now() + Duration::from_secs(5);
+    while TcpListener::bind(("0.0.0.0", tcp_port)).is_err() {
+        assert!(
+            Instant::now() < freed,
+            "host port {tcp_port} still taken after stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    UdpSocket::bind(("127.0.0.1", udp_port)).expect("UDP host port freed after stop");
+    echo.join().unwrap();
+    remove_pod(&mut client, &pod).await;
+}
+
+/// A UDP echo server in the pod's network namespace (pinned at `netns`), on a thread
+/// of its own that entered it; it answers two datagrams (before and after a restart).
+fn udp_echo_in_netns(netns: std::path::PathBuf, port: u16) -> std::thread::JoinHandle<()> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let netns = std::fs::File::open(netns).unwrap();
+        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let socket = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buffer = [0u8; 512];
+        for _ in 0..2 {
+            let Ok((length, peer)) = socket.recv_from(&mut buffer) else {
+                return;
+            };
+            socket.send_to(&buffer[..length], peer).unwrap();
+        }
+    });
+    ready_rx.recv().unwrap();
+    handle
+}
+
+fn udp_round_trip(port: u16, payload: &[u8]) -> Vec<u8> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket.send_to(payload, ("127.0.0.1", port)).unwrap();
+    let mut buffer = [0u8; 512];
+    let (length, _) = socket
+        .recv_from(&mut buffer)
+        .expect("a UDP answer through the host port");
+    buffer[..length].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_subnet_fails_naming_it_and_leaves_nothing() {
+    let registry = Registry::start();
+    registry.push(&images::busybox(), "busybox", "latest");
+    // A /30 holds the network, the gateway, one pod and the broadcast address.
+    let daemon = Daemon::start_with_network(
+        &format!("[registries.\"{}\"]\ninsecure = true\n", registry.addr()),
+        |network| {
+            format!(
+                "[network]\nbridge = \"{}\"\nsubnet = \"{}\"\n",
+                network.bridge(),
+                network.subnet().replace("0/24", "0/30")
+            )
+        },
+    );
+    let mut client = daemon.client().await;
+    pull_image(&mut client, &registry.reference("busybox", "latest"), None)
+        .await
+        .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let first = run_pod(&mut client, &pod_config("first", logs.path())).await;
+    let err = client
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("second", logs.path())),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let subnet = daemon.network().subnet().replace("0/24", "0/30");
+    assert!(err.message().contains(&subnet), "{err:?}");
+    let listed = client
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(listed.len(), 1, "the failed pod must not be listed");
+    assert_eq!(
+        std::fs::read_dir(daemon.state().join("netns"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert_eq!(
+        std::fs::read_dir(daemon.state().join("sandboxes"))
+            .unwrap()
+            .count(),
+        1
+    );
+
+    // Once the first pod stops, its address is free for the next.
+    remove_pod(&mut client, &first).await;
+    let third = run_pod(&mut client, &pod_config("third", logs.path())).await;
+    remove_pod(&mut client, &third).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_pod_whose_namespace_is_gone_succeeds() {
+    let registry = Registry::start();
+    let (daemon, mut client, _image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = run_pod(&mut client, &pod_config("vanishing", logs.path())).await;
+    // Something outside crius deleted the pod's interface and its pinned namespace.
+    let netns = daemon.state().join("netns").join(&pod);
+    nix::mount::umount2(&netns, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    for link in daemon.network().links_on_bridge() {
+        std::process::Command::new("ip")
+            .args(["link", "del", &link])
+            .status()
+            .unwrap();
+    }
+    remove_pod(&mut client, &pod).await;
+    assert!(!netns.exists());
+    assert!(daemon.ip_allocations().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_are_not_handed_out_twice_across_a_restart() {
+    let registry = Registry::start();
+    let (mut daemon, mut client, _image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let before = run_pod(&mut client, &pod_config("before", logs.path())).await;
+    let before_ip = pod_ip(&pod_status(&mut client, &before).await);
+    daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
+    daemon.spawn();
+    let mut client = daemon.client().await;
+    let after = run_pod(&mut client, &pod_config("after", logs.path())).await;
+    let after_ip = pod_ip(&pod_status(&mut client, &after).await);
+    assert_ne!(before_ip, after_ip);
+    assert_eq!(pod_ip(&pod_status(&mut client, &before).await), before_ip);
+    remove_pod(&mut client, &before).await;
+    remove_pod(&mut client, &after).await;
+}
+
+/// 200 pods created and removed one after another leave no namespace, veth, address,
+/// mount or process behind (the harness checks mounts and processes at teardown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_pod_cycles_leak_nothing() {
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let logs = tempfile::tempdir().unwrap();
+    for cycle in 0..200 {
+        let pod = run_pod(
+            &mut client,
+            &pod_config(&format!("churn-{cycle}"), logs.path()),
+        )
+        .await;
+        remove_pod(&mut client, &pod).await;
+    }
+    assert!(daemon.network().links_on_bridge().is_empty());
+    assert!(daemon.ip_allocations().is_empty());
+    assert_eq!(
+        std::fs::read_dir(daemon.state().join("netns"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(daemon.state().join("sandboxes"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
