@@ -1,5 +1,5 @@
-//! Image verbs: `pull` (with per-layer progress), `images`, `rmi`, `inspect`, `load`,
-//! `save` — Docker's workflow, over the CRI and crius.v1 APIs.
+//! Image verbs: `pull` (with per-layer progress), `images`, `rmi`, `load`, `save`, and
+//! the image part of `inspect` — Docker's workflow, over the CRI and crius.v1 APIs.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
@@ -8,14 +8,15 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use tokio_stream::StreamExt;
 
-use super::{rpc_error, CliError};
+use super::{rpc_error, table, CliError};
 use crate::cri::api::{ImageSpec, ImageStatusRequest, ListImagesRequest, RemoveImageRequest};
 use crate::cri::client::CriClient;
 use crate::cri::crius_api::{LayerProgress, LayerState, LoadChunk, PullRequest, SaveRequest};
 
 const CHUNK_BYTES: usize = 256 * 1024;
 
-fn spec(image: &str) -> Option<ImageSpec> {
+/// An `ImageSpec` naming `image`, as image RPCs take it.
+pub(super) fn spec(image: &str) -> Option<ImageSpec> {
     Some(ImageSpec {
         image: image.to_string(),
         ..ImageSpec::default()
@@ -246,13 +247,16 @@ pub async fn rmi(address: &str, keys: &[String]) -> Result<String, CliError> {
         Ok(output)
     } else {
         print!("{output}");
-        Err(CliError::NoSuchImage(missing.join(", ")))
+        Err(CliError::NoSuch {
+            kind: "image",
+            key: missing.join(", "),
+        })
     }
 }
 
-/// `crius inspect IMAGE`: the image as kubelet sees it, plus its config and layers.
-pub async fn inspect(address: &str, key: &str) -> Result<Value, CliError> {
-    let mut client = CriClient::connect(address).await?;
+/// The image part of `crius inspect`: the image as kubelet sees it, plus its config and
+/// layers.
+pub(super) async fn inspect_image(client: &mut CriClient, key: &str) -> Result<Value, CliError> {
     let status = client
         .image
         .image_status(ImageStatusRequest {
@@ -262,9 +266,10 @@ pub async fn inspect(address: &str, key: &str) -> Result<Value, CliError> {
         .await
         .map_err(rpc_error("ImageStatus"))?
         .into_inner();
-    let image = status
-        .image
-        .ok_or_else(|| CliError::NoSuchImage(key.to_string()))?;
+    let image = status.image.ok_or_else(|| CliError::NoSuch {
+        kind: "image",
+        key: key.to_string(),
+    })?;
     let details = status
         .info
         .get("info")
@@ -422,31 +427,6 @@ pub fn human_size(bytes: u64) -> String {
     format!("{text}{}", UNITS[unit])
 }
 
-/// Left-aligned columns separated by three spaces.
-fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|column| {
-            rows.iter()
-                .filter_map(|row| row.get(column))
-                .map(String::len)
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(column, cell)| format!("{cell:<width$}", width = widths[column]))
-            .collect();
-        out.push_str(cells.join("   ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,12 +441,7 @@ mod tests {
     }
 
     #[test]
-    fn short_ids_and_tables() {
+    fn short_ids() {
         assert_eq!(short_digest("sha256:0123456789abcdef"), "0123456789ab");
-        let text = table(&[
-            vec!["A".into(), "BB".into()],
-            vec!["ccc".into(), "d".into()],
-        ]);
-        assert_eq!(text, "A     BB\nccc   d\n");
     }
 }
