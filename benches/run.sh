@@ -69,14 +69,17 @@ echo "containerd: $(containerd --version)"
 echo "runc:    $(runc --version | head -1)"
 echo "crius:   $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)"
 
-BRIDGE=cbench0
-if ip link show "$BRIDGE" >/dev/null 2>&1; then
-    echo "benches/run.sh: interface $BRIDGE exists; is another benchmark running?" >&2
-    exit 1
-fi
+BRIDGE=cbench0       # containerd's CNI bridge, 10.88.0.0/16
+CRIUS_BRIDGE=criusb0 # crius's built-in bridge, on a subnet of its own beside containerd's
+for bridge in "$BRIDGE" "$CRIUS_BRIDGE"; do
+    if ip link show "$bridge" >/dev/null 2>&1; then
+        echo "benches/run.sh: interface $bridge exists; is another benchmark running?" >&2
+        exit 1
+    fi
+done
 
 echo "== building (release)"
-cargo build --release --locked --bin criusd --bin crius-bench
+cargo build --release --locked --bin criusd --bin crius-shim --bin crius-bench
 BIN=$REPO/target/release
 
 WORK=$(mktemp -d "${BENCH_TMP:-/var/tmp}/crius-bench.XXXXXX")
@@ -117,8 +120,10 @@ cleanup() {
     for pid in $(pids_mentioning_work); do kill -KILL "$pid" 2>/dev/null; done
     # Deepest first, so that no mount hides another.
     for mount in $(mounts_under_work | sort -r); do umount "$mount" || umount -l "$mount"; done
-    # It did not exist when the run started (checked above): a pod scenario made it.
-    ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
+    # They did not exist when the run started (checked above): the runtimes made them.
+    for bridge in "$BRIDGE" "$CRIUS_BRIDGE"; do
+        ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge"
+    done
     rm -rf "$WORK"
     if [ -n "$(pids_mentioning_work)$(mounts_under_work)" ] || [ -e "$WORK" ]; then
         echo "benches/run.sh: could not clean up everything under $WORK" >&2
@@ -227,6 +232,10 @@ listen = "$WORK/crius/crius.sock"
 root = "$WORK/crius/root"
 state = "$WORK/crius/state"
 
+[network]
+bridge = "$CRIUS_BRIDGE"
+subnet = "10.89.0.0/16"
+
 [registries."$REGISTRY"]
 insecure = true
 EOF
@@ -314,5 +323,6 @@ JSON=${BENCH_JSON:-$REPO/target/crius-bench.json}
     --containerd-root "$C/root" \
     --image "$REGISTRY/multilayer:latest" \
     --list-image "$REGISTRY/busybox:latest" --list-image "$PAUSE_IMAGE" \
+    --pod-image "$REGISTRY/busybox:latest" --log-dir "$WORK/logs" \
     --json "$JSON" "$@"
 echo "report: $JSON"

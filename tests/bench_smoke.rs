@@ -15,7 +15,15 @@ use common::registry::Registry;
 use common::Daemon;
 use serde_json::Value;
 
-const SCENARIOS: [&str; 3] = ["pull", "idle-memory", "list-images"];
+const SCENARIOS: [&str; 7] = [
+    "pull",
+    "idle-memory",
+    "list-images",
+    "pod-lifecycle",
+    "pods-20",
+    "pod-memory",
+    "list-containers",
+];
 
 #[test]
 fn bench_measures_every_scenario_against_crius() {
@@ -39,10 +47,21 @@ fn bench_measures_every_scenario_against_crius() {
             &registry.reference("multilayer", "latest"),
             "--list-image",
             &registry.reference("busybox", "latest"),
+            "--pod-image",
+            &registry.reference("busybox", "latest"),
+            "--log-dir",
+            &out.path().join("logs").to_string_lossy(),
             "--iterations",
             "1",
             "--idle-secs",
             "0",
+            // Small numbers: this checks the harness, not the runtime at scale.
+            "--batch",
+            "3",
+            "--memory-pods",
+            "2,3",
+            "--list-at",
+            "4,8",
             "--scenarios",
             &SCENARIOS.join(","),
             "--crius-pid",

@@ -13,6 +13,7 @@
 //! `benches/*/main.rs` as a libtest bench target of the same name.
 
 mod error;
+mod pods;
 mod procfs;
 mod report;
 mod runtime;
@@ -43,10 +44,17 @@ struct Args {
     /// Image that the pull scenario pulls, on a registry both runtimes can reach.
     #[arg(long, value_name = "REF")]
     image: String,
+    /// Image the pod scenarios run (`sleep` and `echo` must be in it, e.g. busybox).
+    #[arg(long, value_name = "REF")]
+    pod_image: Option<String>,
+    /// Directory under which pods write their container logs.
+    #[arg(long, value_name = "DIR", default_value = "/var/tmp/crius-bench-logs")]
+    log_dir: String,
     /// Further images that list-images makes present before it lists (repeatable).
     #[arg(long = "list-image", value_name = "REF")]
     list_images: Vec<String>,
-    /// Timed repetitions per runtime of the pull scenario, after one untimed warm-up pull.
+    /// Timed repetitions per runtime of the pull, pod-lifecycle and pods-20 scenarios,
+    /// after one untimed warm-up.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
     iterations: u32,
     /// Scenarios to run, in this order.
@@ -54,7 +62,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_values = ["pull", "idle-memory", "list-images"]
+        default_values = ["pull", "idle-memory", "list-images", "pod-lifecycle", "pods-20", "pod-memory", "list-containers"]
     )]
     scenarios: Vec<Scenario>,
     /// Also write every sample to this JSON file.
@@ -72,7 +80,16 @@ struct Args {
     /// containerd's root dir: lets the pull scenario check that RemoveImage deleted the content.
     #[arg(long, value_name = "DIR")]
     containerd_root: Option<PathBuf>,
-    /// How long idle-memory samples the idle daemons, once a second (0: one sample).
+    /// Pods started per iteration of pods-20.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    batch: usize,
+    /// Pod counts at which pod-memory samples the daemon (the first also gives per-pod costs).
+    #[arg(long, value_name = "N,N", value_delimiter = ',', default_values_t = [10, 100])]
+    memory_pods: Vec<usize>,
+    /// Container counts at which list-containers lists.
+    #[arg(long, value_name = "N,N", value_delimiter = ',', default_values_t = [100, 500])]
+    list_at: Vec<usize>,
+    /// How long idle-memory and pod-memory sample the daemons, once a second (0: one sample).
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     idle_secs: u64,
 }
@@ -86,6 +103,15 @@ enum Scenario {
     IdleMemory,
     /// ListImages latency with `--image` and every `--list-image` present.
     ListImages,
+    /// RunPodSandbox, CreateContainer + StartContainer, ExecSync, Stop + RemovePodSandbox.
+    PodLifecycle,
+    /// 20 pods with a container each, one after another and all at once.
+    #[value(name = "pods-20")]
+    Pods20,
+    /// Daemon RSS with 10 and 100 pods; shim RSS/PSS per pod.
+    PodMemory,
+    /// ListContainers / ListPodSandbox latency at 100 and 500 containers.
+    ListContainers,
 }
 
 impl Scenario {
@@ -94,6 +120,10 @@ impl Scenario {
             Scenario::Pull => "pull",
             Scenario::IdleMemory => "idle-memory",
             Scenario::ListImages => "list-images",
+            Scenario::PodLifecycle => "pod-lifecycle",
+            Scenario::Pods20 => "pods-20",
+            Scenario::PodMemory => "pod-memory",
+            Scenario::ListContainers => "list-containers",
         }
     }
 
@@ -102,6 +132,10 @@ impl Scenario {
             Scenario::Pull => scenarios::pull(bench).await,
             Scenario::IdleMemory => scenarios::idle_memory(bench).await,
             Scenario::ListImages => scenarios::list_images(bench).await,
+            Scenario::PodLifecycle => pods::pod_lifecycle(bench).await,
+            Scenario::Pods20 => pods::pods_20(bench).await,
+            Scenario::PodMemory => pods::pod_memory(bench).await,
+            Scenario::ListContainers => pods::list_containers(bench).await,
         }
     }
 }
@@ -112,6 +146,11 @@ pub struct Bench {
     pub runtimes: Vec<Runtime>,
     pub image: String,
     pub list_images: Vec<String>,
+    pub pod_image: Option<String>,
+    pub log_dir: String,
+    pub batch: usize,
+    pub memory_pods: Vec<usize>,
+    pub list_at: Vec<usize>,
     pub iterations: usize,
     pub idle: Duration,
 }
@@ -142,10 +181,19 @@ async fn run(args: Args) -> Result<(), BenchError> {
             .await?,
         );
     }
+    std::fs::create_dir_all(&args.log_dir).map_err(|source| BenchError::Io {
+        path: PathBuf::from(&args.log_dir),
+        source,
+    })?;
     let bench = Bench {
         runtimes,
         image: args.image,
         list_images: args.list_images,
+        pod_image: args.pod_image,
+        log_dir: args.log_dir,
+        batch: args.batch,
+        memory_pods: args.memory_pods,
+        list_at: args.list_at,
         iterations: args.iterations as usize,
         idle: Duration::from_secs(args.idle_secs),
     };

@@ -59,6 +59,15 @@ pub enum BenchError {
         scenario: &'static str,
         runtime: &'static str,
     },
+    #[error("{runtime}: ExecSync exited {exit_code}")]
+    ExecFailed {
+        runtime: &'static str,
+        exit_code: i32,
+    },
+    #[error("{runtime}: the verbose PodSandboxStatus of {pod} names no pid")]
+    NoPodPid { runtime: &'static str, pod: String },
+    #[error("{scenario} needs --pod-image (an image with sh and sleep)")]
+    NoPodImage { scenario: &'static str },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

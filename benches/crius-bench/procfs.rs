@@ -69,3 +69,20 @@ pub fn dir_bytes(dir: &Path) -> Result<u64, BenchError> {
     }
     Ok(total)
 }
+
+/// The parent of `pid` (field 4 of /proc/PID/stat).
+pub fn parent(pid: u32) -> Result<u32, BenchError> {
+    let path = PathBuf::from(format!("/proc/{pid}/stat"));
+    let stat = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    // `pid (comm) state ppid …`; comm may hold spaces, so split after its last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|ppid| ppid.parse().ok())
+        .ok_or(BenchError::ProcField {
+            path,
+            field: "ppid",
+        })
+}

@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crius::cri::api::{
-    ImageSpec, ImageStatusRequest, ListImagesRequest, PullImageRequest, RemoveImageRequest,
-    VersionRequest,
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec,
+    ImageStatusRequest, ListContainersRequest, ListImagesRequest, ListPodSandboxRequest,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest,
+    RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopPodSandboxRequest, VersionRequest,
 };
 use crius::cri::client::CriClient;
 
@@ -137,6 +140,159 @@ impl Runtime {
         Ok(response.images.len())
     }
 
+    /// RunPodSandbox of a pod named `name` (namespace `crius-bench`), logging into
+    /// `log_dir` (which must exist); returns its id.
+    pub async fn run_pod(&self, name: &str, log_dir: &str) -> Result<String, BenchError> {
+        let mut service = self.client.runtime.clone();
+        let response = self
+            .call(
+                "RunPodSandbox",
+                service.run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(pod_config(name, log_dir)),
+                    runtime_handler: String::new(),
+                }),
+            )
+            .await?;
+        Ok(response.pod_sandbox_id)
+    }
+
+    /// CreateContainer of `image` running `command` in pod `pod` (made by [`run_pod`]
+    /// with the same `name` and `log_dir`); returns its id.
+    pub async fn create_container(
+        &self,
+        pod: &str,
+        name: &str,
+        log_dir: &str,
+        container: &str,
+        image: &str,
+        command: &[&str],
+    ) -> Result<String, BenchError> {
+        let mut service = self.client.runtime.clone();
+        let response = self
+            .call(
+                "CreateContainer",
+                service.create_container(CreateContainerRequest {
+                    pod_sandbox_id: pod.to_string(),
+                    config: Some(ContainerConfig {
+                        metadata: Some(ContainerMetadata {
+                            name: container.to_string(),
+                            attempt: 0,
+                        }),
+                        image: Some(spec(image)),
+                        command: command.iter().map(|part| part.to_string()).collect(),
+                        log_path: format!("{name}-{container}.log"),
+                        ..ContainerConfig::default()
+                    }),
+                    sandbox_config: Some(pod_config(name, log_dir)),
+                }),
+            )
+            .await?;
+        Ok(response.container_id)
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), BenchError> {
+        let mut service = self.client.runtime.clone();
+        self.call(
+            "StartContainer",
+            service.start_container(StartContainerRequest {
+                container_id: id.to_string(),
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// ExecSync of `command`; fails unless it exits 0.
+    pub async fn exec_sync(&self, id: &str, command: &[&str]) -> Result<(), BenchError> {
+        let mut service = self.client.runtime.clone();
+        let response = self
+            .call(
+                "ExecSync",
+                service.exec_sync(ExecSyncRequest {
+                    container_id: id.to_string(),
+                    cmd: command.iter().map(|part| part.to_string()).collect(),
+                    timeout: 10,
+                }),
+            )
+            .await?;
+        if response.exit_code != 0 {
+            return Err(BenchError::ExecFailed {
+                runtime: self.name,
+                exit_code: response.exit_code,
+            });
+        }
+        Ok(())
+    }
+
+    /// StopPodSandbox then RemovePodSandbox.
+    pub async fn remove_pod(&self, id: &str) -> Result<(), BenchError> {
+        let mut service = self.client.runtime.clone();
+        self.call(
+            "StopPodSandbox",
+            service.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            }),
+        )
+        .await?;
+        self.call(
+            "RemovePodSandbox",
+            service.remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The ids of every pod.
+    pub async fn list_pods(&self) -> Result<Vec<String>, BenchError> {
+        let mut service = self.client.runtime.clone();
+        let response = self
+            .call(
+                "ListPodSandbox",
+                service.list_pod_sandbox(ListPodSandboxRequest::default()),
+            )
+            .await?;
+        Ok(response.items.into_iter().map(|pod| pod.id).collect())
+    }
+
+    /// How many containers ListContainers returns.
+    pub async fn list_containers(&self) -> Result<usize, BenchError> {
+        let mut service = self.client.runtime.clone();
+        let response = self
+            .call(
+                "ListContainers",
+                service.list_containers(ListContainersRequest::default()),
+            )
+            .await?;
+        Ok(response.containers.len())
+    }
+
+    /// The pid the verbose PodSandboxStatus reports: crius's shim, containerd's pause
+    /// process.
+    pub async fn pod_pid(&self, id: &str) -> Result<u32, BenchError> {
+        let mut service = self.client.runtime.clone();
+        let response = self
+            .call(
+                "PodSandboxStatus",
+                service.pod_sandbox_status(PodSandboxStatusRequest {
+                    pod_sandbox_id: id.to_string(),
+                    verbose: true,
+                }),
+            )
+            .await?;
+        response
+            .info
+            .get("info")
+            .and_then(|info| serde_json::from_str::<serde_json::Value>(info).ok())
+            .and_then(|info| info["pid"].as_u64())
+            .and_then(|pid| u32::try_from(pid).ok())
+            .ok_or(BenchError::NoPodPid {
+                runtime: self.name,
+                pod: id.to_string(),
+            })
+    }
+
     async fn call<T>(
         &self,
         call: &'static str,
@@ -155,6 +311,21 @@ impl Runtime {
                 limit: CALL_TIMEOUT,
             }),
         }
+    }
+}
+
+/// Every pod of the benchmark: its own network namespace on the runtime's pod network.
+fn pod_config(name: &str, log_dir: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.to_string(),
+            uid: format!("uid-{name}"),
+            namespace: "crius-bench".to_string(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        log_directory: log_dir.to_string(),
+        ..PodSandboxConfig::default()
     }
 }
 

@@ -2,9 +2,8 @@
 //!
 //! A scenario prepares what it needs on every runtime itself (it may run alone), then
 //! measures the runtimes interleaved, one sample of each in turn, and returns one
-//! [`Metric`] per measured quantity. Adding one (RunPodSandbox, CreateContainer+Start,
-//! ExecSync, 20 pods, List at 100/500 containers, per-pod shim memory) means a function
-//! here, a variant in `Scenario`, and the CRI calls it needs in [`Runtime`].
+//! [`Metric`] per measured quantity. Adding one means a function here (or in `pods` for
+//! the pod scenarios), a variant in `Scenario`, and the CRI calls it needs in [`Runtime`].
 
 use std::time::{Duration, Instant};
 
