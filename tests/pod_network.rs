@@ -421,3 +421,28 @@ async fn two_hundred_pod_cycles_leak_nothing() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_network_pod_gets_no_address_and_its_containers_use_the_nodes_network() {
+    let registry = Registry::start();
+    let (daemon, mut client, image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut config = pod_config("on-host", logs.path());
+    config.hostname = String::new();
+    let options = config
+        .linux
+        .as_mut()
+        .and_then(|linux| linux.security_context.as_mut())
+        .and_then(|security| security.namespace_options.as_mut())
+        .unwrap();
+    options.network = NamespaceMode::Node as i32;
+    // The container leaves its namespace options unset, as critest and some kubelets do.
+    let (pod, container) = run_pod_with(&mut client, &config, &image, &["sleep", "1000"]).await;
+    let status = pod_status(&mut client, &pod).await;
+    assert_eq!(status.status.unwrap().network.unwrap().ip, "");
+    assert!(daemon.network().links_on_bridge().is_empty());
+    let (_, netns, _) = exec(&mut client, &container, &["readlink", "/proc/self/ns/net"]).await;
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(netns.trim(), host.to_string_lossy());
+    remove_pod(&mut client, &pod).await;
+}

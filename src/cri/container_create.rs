@@ -104,7 +104,18 @@ impl Cri {
             unmount(&unmounted).map_err(|err| err.to_string())
         });
 
-        let container_config = translate_config(&config);
+        let mut container_config = translate_config(&config);
+        // POD means "the pod's namespace": for a pod on the node's network or IPC, the
+        // node's (kubelet may leave a container's namespace options unset).
+        let options = &mut container_config.linux.security_context.namespace_options;
+        for (mode, node) in [
+            (&mut options.network, sandbox.host_network),
+            (&mut options.ipc, sandbox.host_ipc),
+        ] {
+            if node && *mode == runtime::NamespaceMode::Pod {
+                *mode = runtime::NamespaceMode::Node;
+            }
+        }
         let image_fields = runtime::ImageConfig {
             entrypoint: image_config
                 .config()
