@@ -26,7 +26,13 @@ impl Cri {
             record.pid = pid;
             record.started_at = now_ns();
         })?;
-        watch_exit(self.containers.clone(), shim, container.id.clone());
+        let shim_pid = self.sandbox(&container.sandbox_id)?.shim_pid;
+        watch_exit(
+            self.containers.clone(),
+            shim,
+            shim_pid,
+            container.id.clone(),
+        );
         tracing::info!("container started");
         Ok(StartContainerResponse {})
     }

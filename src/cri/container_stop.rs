@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use super::api::{
     RemoveContainerRequest, RemoveContainerResponse, StopContainerRequest, StopContainerResponse,
 };
-use super::pod_shims::{blocking, record_exit};
+use super::pod_shims::{blocking, record_exit, shim_running};
 use super::{Cri, CriError};
 use crate::shim::ShimError;
 use crate::snapshot::rootfs::unmount;
@@ -86,7 +86,15 @@ impl Cri {
         if container.is_running() {
             self.stop_running(container, Duration::ZERO).await?;
         }
-        if let Ok(shim) = self.shims.get(&container.sandbox_id) {
+        let shim_alive = self
+            .sandboxes
+            .find(&container.sandbox_id)?
+            .is_some_and(|sandbox| shim_running(sandbox.shim_pid));
+        if !shim_alive {
+            self.shims
+                .delete_orphan(&container.sandbox_id, &container.id)
+                .await?;
+        } else if let Ok(shim) = self.shims.get(&container.sandbox_id) {
             let id = container.id.clone();
             match blocking(move || shim.delete(&id)).await {
                 Ok(_) | Err(CriError::Shim(ShimError::NotFound(_))) => {}

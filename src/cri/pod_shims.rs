@@ -56,6 +56,17 @@ impl PodShims {
         Ok(shim)
     }
 
+    /// Deletes a container of a pod whose shim died (see [`ShimManager::delete_orphan`]).
+    pub(super) async fn delete_orphan(&self, sandbox_id: &str, id: &str) -> Result<(), CriError> {
+        let (manager, sandbox, id) = (self.manager.clone(), sandbox_id.to_string(), id.to_string());
+        blocking(move || manager.delete_orphan(&sandbox, &id)).await
+    }
+
+    /// Deletes the files of the exited shim of a removed pod.
+    pub(super) fn remove_files(&self, sandbox_id: &str) -> Result<(), CriError> {
+        Ok(self.manager.remove_files(sandbox_id)?)
+    }
+
     pub(super) fn forget(&self, sandbox_id: &str) {
         self.lock().remove(sandbox_id);
     }
@@ -81,10 +92,12 @@ pub(super) async fn blocking<T: Send + 'static, E: Into<CriError> + Send + 'stat
         .map_err(Into::into)
 }
 
-/// Records the container's exit when it happens, however it happens.
+/// Records the container's exit when it happens, however it happens: also when its
+/// pod's shim (process `shim_pid`) dies and takes the container with it.
 pub(super) fn watch_exit(
     containers: Arc<RecordStore<ContainerRecord>>,
     shim: Arc<Shim>,
+    shim_pid: u32,
     id: String,
 ) {
     tokio::spawn(async move {
@@ -96,14 +109,51 @@ pub(super) fn watch_exit(
                     return;
                 }
                 Ok(None) => continue,
+                Err(err) if !shim_running(shim_pid) => {
+                    tracing::warn!(container = %id, "the pod's shim died: {err}");
+                    record_shim_lost(&containers, &id);
+                    return;
+                }
                 Err(err) => {
-                    // The container is gone (removed) or the shim is: nothing to wait for.
+                    // The container is gone (removed): nothing to wait for.
                     tracing::debug!(container = %id, "stopped watching for the exit: {err}");
                     return;
                 }
             }
         }
     });
+}
+
+/// Marks a container exited because its shim, which ran it, is gone: its real exit
+/// status died with the shim.
+pub(super) fn record_shim_lost(containers: &RecordStore<ContainerRecord>, id: &str) {
+    let updated = containers.update(id, |record| {
+        if record.state == ContainerState::Exited {
+            return;
+        }
+        record.state = ContainerState::Exited;
+        record.finished_at = super::now_ns();
+        record.exit_code = 255;
+        record.reason = "ShimLost".to_string();
+        record.message = "the pod's shim process is gone".to_string();
+    });
+    if let Err(err) = updated {
+        tracing::error!(container = %id, "cannot record the container's exit: {err}");
+    }
+}
+
+/// Whether the shim process `pid` still runs. A zombie does not: it holds no namespace,
+/// mount or file any more, and reaping it is its new parent's business (init, which on
+/// some hosts reaps only every few seconds).
+pub(super) fn shim_running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state …`: comm may hold spaces and parentheses, so look after the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X"))
 }
 
 /// Marks a container exited with `exit`, once: later calls keep the first record.

@@ -3,7 +3,7 @@
 //! them), and watch the containers that still run. A pod whose shim is gone is NOTREADY
 //! and its containers exited with reason `ShimLost`.
 
-use super::pod_shims::watch_exit;
+use super::pod_shims::{record_shim_lost, watch_exit};
 use super::{now_ns, Cri};
 use crate::shim::manager::TaskStatus;
 use crate::store::{ContainerState, SandboxState};
@@ -49,7 +49,12 @@ impl Cri {
                                 record.started_at = now_ns();
                             });
                         }
-                        watch_exit(self.containers.clone(), shim.clone(), container.id.clone());
+                        watch_exit(
+                            self.containers.clone(),
+                            shim.clone(),
+                            sandbox.shim_pid,
+                            container.id.clone(),
+                        );
                     }
                     Ok(_) => {}
                     Err(err) => {
@@ -65,15 +70,7 @@ impl Cri {
             .sandboxes
             .update(sandbox_id, |record| record.state = SandboxState::NotReady);
         for container in self.containers_of(sandbox_id) {
-            if container.state != ContainerState::Exited {
-                let _ = self.containers.update(&container.id, |record| {
-                    record.state = ContainerState::Exited;
-                    record.finished_at = now_ns();
-                    record.exit_code = 255;
-                    record.reason = "ShimLost".to_string();
-                    record.message = "the pod's shim process is gone".to_string();
-                });
-            }
+            record_shim_lost(&self.containers, &container.id);
         }
     }
 }

@@ -7,6 +7,7 @@ use super::api::{
     NamespaceOption, PodSandbox, PodSandboxMetadata, PodSandboxNetworkStatus, PodSandboxState,
     PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
 };
+use super::pod_shims::shim_running;
 use super::{Cri, CriError};
 use crate::store::{SandboxRecord, SandboxState};
 
@@ -114,9 +115,10 @@ fn metadata(sandbox: &SandboxRecord) -> PodSandboxMetadata {
     }
 }
 
+/// A ready pod whose shim died (it held the pod's namespaces) is not ready any more.
 fn state(sandbox: &SandboxRecord) -> PodSandboxState {
     match sandbox.state {
-        SandboxState::Ready => PodSandboxState::SandboxReady,
-        SandboxState::NotReady => PodSandboxState::SandboxNotready,
+        SandboxState::Ready if shim_running(sandbox.shim_pid) => PodSandboxState::SandboxReady,
+        SandboxState::Ready | SandboxState::NotReady => PodSandboxState::SandboxNotready,
     }
 }

@@ -9,7 +9,7 @@ use super::api::{
     RemovePodSandboxRequest, RemovePodSandboxResponse, StopPodSandboxRequest,
     StopPodSandboxResponse,
 };
-use super::pod_shims::blocking;
+use super::pod_shims::{blocking, shim_running};
 use super::{Cri, CriError};
 use crate::snapshot::rootfs::unmount;
 use crate::store::{SandboxRecord, SandboxState};
@@ -49,6 +49,7 @@ impl Cri {
         }
         self.shims.forget(&sandbox.id);
         wait_for_exit(sandbox.shim_pid).await;
+        self.shims.remove_files(&sandbox.id)?;
         if !sandbox.host_network {
             let (network, id) = (self.network.clone(), sandbox.id.clone());
             blocking(move || network.remove_netns(&id)).await?;
@@ -91,21 +92,7 @@ async fn wait_for_exit(pid: u32) {
         return;
     }
     let deadline = tokio::time::Instant::now() + SHIM_EXIT_TIMEOUT;
-    while running(pid) && tokio::time::Instant::now() < deadline {
+    while shim_running(pid) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// Whether process `pid` still runs. A zombie does not: it holds no namespace, mount or
-/// file any more, and reaping it is its new parent's business (init, which on some
-/// hosts reaps only every few seconds).
-fn running(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // `pid (comm) state …`: comm may hold spaces and parentheses, so look after the last ')'.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    !matches!(state, Some("Z") | Some("X"))
 }

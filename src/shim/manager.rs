@@ -165,6 +165,48 @@ impl ShimManager {
         Shim::connect(&address, self.shim_dir(sandbox_id))
     }
 
+    /// Kills and deletes container `id` of a pod whose shim died, with the OCI runtime
+    /// itself: the shim kept the runtime's state under its own directory, and without
+    /// the shim nothing else would ever stop the container. Deleting what the runtime
+    /// does not know succeeds. Blocking.
+    pub fn delete_orphan(&self, sandbox_id: &str, id: &str) -> Result<(), ShimError> {
+        let root = self.shim_dir(sandbox_id).join("runc");
+        if !root.join(id).exists() {
+            return Ok(());
+        }
+        let output = Command::new(&self.runtime)
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "--force", id])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| ShimError::Io {
+                what: "run the OCI runtime",
+                source,
+            })?;
+        if output.status.success() || !root.join(id).exists() {
+            return Ok(());
+        }
+        Err(ShimError::Runtime {
+            command: "delete",
+            message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+
+    /// Deletes the directory of the exited shim of `sandbox_id` (its log, the runtime's
+    /// state) and its socket, if left. Deleting what is gone succeeds.
+    pub fn remove_files(&self, sandbox_id: &str) -> Result<(), ShimError> {
+        let gone = |result: std::io::Result<()>| match result {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(ShimError::Io {
+                what: "remove the shim's files",
+                source: err,
+            }),
+            _ => Ok(()),
+        };
+        gone(std::fs::remove_dir_all(self.shim_dir(sandbox_id)))?;
+        gone(std::fs::remove_file(self.sockets.join(sandbox_id)))
+    }
+
     /// Connects to the running shim of `sandbox_id` (after a criusd restart).
     pub fn connect(&self, sandbox_id: &str) -> Result<Shim, ShimError> {
         let socket = self.socket(sandbox_id)?;
