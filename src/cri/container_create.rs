@@ -104,7 +104,13 @@ impl Cri {
             unmount(&unmounted).map_err(|err| err.to_string())
         });
 
+        let volumes = self.mount_image_volumes(&config.mounts, &bundle, &mut rollback)?;
         let mut container_config = translate_config(&config);
+        for (mount, volume) in container_config.mounts.iter_mut().zip(&volumes) {
+            if let Some(volume) = volume {
+                mount.host_path = volume.host_path.display().to_string();
+            }
+        }
         // POD means "the pod's namespace": for a pod on the node's network or IPC, the
         // node's (kubelet may leave a container's namespace options unset).
         let options = &mut container_config.linux.security_context.namespace_options;
@@ -207,10 +213,22 @@ impl Cri {
             mounts: config
                 .mounts
                 .iter()
-                .map(|mount| MountRecord {
-                    container_path: mount.container_path.clone(),
-                    host_path: mount.host_path.clone(),
-                    readonly: mount.readonly,
+                .zip(volumes)
+                .map(|(mount, volume)| match volume {
+                    Some(volume) => MountRecord {
+                        container_path: mount.container_path.clone(),
+                        host_path: volume.host_path.display().to_string(),
+                        readonly: true,
+                        image: volume.image,
+                        image_id: volume.image_id,
+                    },
+                    None => MountRecord {
+                        container_path: mount.container_path.clone(),
+                        host_path: mount.host_path.clone(),
+                        readonly: mount.readonly,
+                        image: String::new(),
+                        image_id: String::new(),
+                    },
                 })
                 .collect(),
             cgroup: cgroups_path,

@@ -54,6 +54,11 @@ impl Cri {
                         container_path: mount.container_path.clone(),
                         host_path: mount.host_path.clone(),
                         readonly: mount.readonly,
+                        image: (!mount.image_id.is_empty()).then(|| ImageSpec {
+                            image: mount.image.clone(),
+                            image_ref: mount.image_id.clone(),
+                            ..ImageSpec::default()
+                        }),
                         ..Mount::default()
                     })
                     .collect(),

@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use super::api::{
     RemoveContainerRequest, RemoveContainerResponse, StopContainerRequest, StopContainerResponse,
 };
+use super::image_volume::unmount_image_volumes;
 use super::pod_shims::{blocking, record_exit, shim_running};
 use super::{Cri, CriError};
 use crate::shim::ShimError;
@@ -102,6 +103,7 @@ impl Cri {
             }
         }
         let bundle = self.bundle_dir(&container.id);
+        unmount_image_volumes(&bundle)?;
         unmount(&bundle.join("rootfs"))?;
         for dir in [bundle, self.layer_dir(&container.id)] {
             match std::fs::remove_dir_all(&dir) {

@@ -23,6 +23,7 @@ mod image_archive;
 mod image_pull;
 mod image_query;
 mod image_remove;
+mod image_volume;
 mod pod_shims;
 mod recovery;
 mod rollback;

@@ -25,6 +25,11 @@ pub struct MountRecord {
     pub container_path: String,
     pub host_path: String,
     pub readonly: bool,
+    /// For an image volume: the image as requested, and its id.
+    #[serde(default)]
+    pub image: String,
+    #[serde(default)]
+    pub image_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
