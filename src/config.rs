@@ -142,6 +142,8 @@ pub struct NetworkConfig {
     pub bridge: String,
     /// The built-in network's IPv4 subnet; the bridge takes its first address.
     pub subnet: String,
+    /// An IPv6 subnet as well, for dual-stack pods; empty for IPv4 only.
+    pub subnet6: String,
 }
 
 impl Default for NetworkConfig {
@@ -150,19 +152,40 @@ impl Default for NetworkConfig {
             mode: NetworkMode::Bridge,
             bridge: "crius0".to_string(),
             subnet: "10.88.0.0/16".to_string(),
+            subnet6: String::new(),
         }
     }
 }
 
 impl NetworkConfig {
-    /// The parsed `subnet`.
+    /// The parsed `subnet`, which must be IPv4.
     pub fn subnet(&self) -> Result<Subnet, String> {
-        self.subnet.parse()
+        let subnet: Subnet = self.subnet.parse()?;
+        if !subnet.is_ipv4() {
+            return Err(format!(
+                "{subnet} is not an IPv4 subnet (IPv6 goes in `subnet6`)"
+            ));
+        }
+        Ok(subnet)
+    }
+
+    /// The parsed `subnet6`, which must be IPv6; `None` when not set.
+    pub fn subnet6(&self) -> Result<Option<Subnet>, String> {
+        if self.subnet6.is_empty() {
+            return Ok(None);
+        }
+        let subnet: Subnet = self.subnet6.parse()?;
+        if subnet.is_ipv4() {
+            return Err(format!("{subnet} is not an IPv6 subnet"));
+        }
+        Ok(Some(subnet))
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
         self.subnet()
             .map_err(|reason| ("network.subnet".to_string(), reason))?;
+        self.subnet6()
+            .map_err(|reason| ("network.subnet6".to_string(), reason))?;
         // Linux interface names: at most 15 bytes, no '/', no whitespace.
         let bridge = &self.bridge;
         if bridge.is_empty()
@@ -402,6 +425,8 @@ mod tests {
             ),
             ("[network]\nsubnet = \"10.88.0.1/16\"", "network.subnet"),
             ("[network]\nsubnet = \"fd00::/64\"", "network.subnet"),
+            ("[network]\nsubnet6 = \"10.1.0.0/16\"", "network.subnet6"),
+            ("[network]\nsubnet6 = \"fd00::1/64\"", "network.subnet6"),
             (
                 "[network]\nbridge = \"a-very-long-bridge-name\"",
                 "network.bridge",

@@ -446,3 +446,68 @@ async fn a_host_network_pod_gets_no_address_and_its_containers_use_the_nodes_net
     assert_eq!(netns.trim(), host.to_string_lossy());
     remove_pod(&mut client, &pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_pods_get_an_ipv6_address_too_and_talk_over_it() {
+    let registry = Registry::start();
+    registry.push(&images::busybox(), "busybox", "latest");
+    let daemon = Daemon::start_with_network(
+        &format!("[registries.\"{}\"]\ninsecure = true\n", registry.addr()),
+        |network| format!("{}subnet6 = \"{}\"\n", network.config(), network.subnet6()),
+    );
+    let mut client = daemon.client().await;
+    let image = registry.reference("busybox", "latest");
+    pull_image(&mut client, &image, None).await.unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let (server, server_ctr) = run_pod_with(
+        &mut client,
+        &pod_config("server6", logs.path()),
+        &image,
+        &argv(&http_server("over-ipv6")),
+    )
+    .await;
+    let (other, other_ctr) = run_pod_with(
+        &mut client,
+        &pod_config("client6", logs.path()),
+        &image,
+        &["sleep", "1000"],
+    )
+    .await;
+
+    let status = pod_status(&mut client, &server).await.status.unwrap();
+    let network = status.network.unwrap();
+    let ip6: std::net::Ipv6Addr = network.additional_ips[0].ip.parse().unwrap();
+    let subnet6 = daemon.network().subnet6();
+    let network6: std::net::Ipv6Addr = subnet6.trim_end_matches("/64").parse().unwrap();
+    assert_eq!(
+        ip6.segments()[..4],
+        network6.segments()[..4],
+        "{ip6} not in {subnet6}"
+    );
+    assert!(
+        network.ip.parse::<Ipv4Addr>().is_ok(),
+        "the IPv4 address stays the primary one"
+    );
+    let (_, addresses, _) = exec(
+        &mut client,
+        &server_ctr,
+        &["ip", "-6", "addr", "show", "eth0"],
+    )
+    .await;
+    assert!(addresses.contains(&format!("{ip6}/64")), "{addresses}");
+    let (_, hosts, _) = exec(&mut client, &server_ctr, &["cat", "/etc/hosts"]).await;
+    assert!(hosts.contains(&format!("{ip6}\tserver6-host")), "{hosts}");
+
+    // Host to pod, and pod to pod, over IPv6.
+    http_get(&format!("[{ip6}]:8080"));
+    let (code, body, stderr) = exec(
+        &mut client,
+        &other_ctr,
+        &["wget", "-q", "-O", "-", &format!("http://[{ip6}]:8080/")],
+    )
+    .await;
+    assert_eq!((code, body.trim()), (0, "over-ipv6"), "{stderr}");
+    assert_eq!(daemon.ip_allocations().len(), 4, "two addresses per pod");
+    remove_pod(&mut client, &server).await;
+    remove_pod(&mut client, &other).await;
+}

@@ -81,7 +81,7 @@ async fn status_reports_both_conditions_and_verbose_config() {
     let network: serde_json::Value = serde_json::from_str(&verbose.info["network"]).unwrap();
     assert_eq!(network["mode"], "bridge");
     assert_eq!(network["bridge"], daemon.network().bridge());
-    assert_eq!(network["subnet"], daemon.network().subnet());
+    assert_eq!(network["subnets"][0], daemon.network().subnet());
     assert!(daemon.network().bridge_exists());
 }
 

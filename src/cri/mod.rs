@@ -102,11 +102,11 @@ impl Cri {
             cgroup_v2: std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
             ..HostContext::default()
         };
-        let subnet = config
-            .network
-            .subnet()
-            .map_err(|reason| CriError::invalid("network.subnet", reason))?;
-        let network = Arc::new(PodNetwork::new(&config.network, subnet, &config.state));
+        let subnets: Vec<_> = std::iter::once(config.network.subnet())
+            .chain(config.network.subnet6().transpose())
+            .collect::<Result<_, _>>()
+            .map_err(|reason| CriError::invalid("network", reason))?;
+        let network = Arc::new(PodNetwork::new(&config.network, &subnets, &config.state));
         let preparing = network.clone();
         tokio::task::spawn_blocking(move || preparing.prepare())
             .await

@@ -86,7 +86,7 @@ impl Cri {
             std::fs::remove_dir_all(&removed).map_err(|err| err.to_string())
         });
         let mut netns = None;
-        let mut ip = None;
+        let (mut ip, mut ip6) = (None, None);
         if !modes.host_network {
             let network = self.network.clone();
             let pod = id.clone();
@@ -103,8 +103,14 @@ impl Cri {
             }
             netns = Some(attachment.netns);
             ip = attachment.ip;
+            ip6 = attachment.ip6;
         }
-        write_sandbox_files(&dir, &config, &hostname, modes.host_network, ip)?;
+        let ips: Vec<IpAddr> = ip
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(ip6.map(IpAddr::V6))
+            .collect();
+        write_sandbox_files(&dir, &config, &hostname, modes.host_network, &ips)?;
         if !modes.host_ipc {
             let shm = dir.join("shm");
             mount_shm(&shm)?;
@@ -153,6 +159,7 @@ impl Cri {
             sysctls: linux.sysctls.into_iter().collect::<BTreeMap<_, _>>(),
             shim_pid,
             ip,
+            ip6,
             port_mappings,
         };
         self.sandboxes.insert(record)?;
@@ -259,7 +266,7 @@ fn write_sandbox_files(
     config: &PodSandboxConfig,
     hostname: &str,
     host_network: bool,
-    ip: Option<Ipv4Addr>,
+    ips: &[IpAddr],
 ) -> Result<(), CriError> {
     let write = |name: &str, text: String| {
         let path = dir.join(name);
@@ -271,8 +278,7 @@ fn write_sandbox_files(
         write("hosts", host_file("/etc/hosts"))?;
     } else {
         write("hostname", format!("{hostname}\n"))?;
-        let ips: Vec<IpAddr> = ip.map(IpAddr::V4).into_iter().collect();
-        write("hosts", hosts_file(hostname, &ips, &[]))?;
+        write("hosts", hosts_file(hostname, ips, &[]))?;
     }
     let resolv = match &config.dns_config {
         Some(dns) => resolv_conf(&DnsConfig {

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use super::api::{
     LinuxPodSandboxStatus, ListPodSandboxRequest, ListPodSandboxResponse, Namespace, NamespaceMode,
-    NamespaceOption, PodSandbox, PodSandboxMetadata, PodSandboxNetworkStatus, PodSandboxState,
-    PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
+    NamespaceOption, PodIp, PodSandbox, PodSandboxMetadata, PodSandboxNetworkStatus,
+    PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
 };
 use super::pod_shims::shim_running;
 use super::{Cri, CriError};
@@ -37,7 +37,11 @@ impl Cri {
                 created_at: sandbox.created_at,
                 network: Some(PodSandboxNetworkStatus {
                     ip: sandbox.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                    additional_ips: Vec::new(),
+                    additional_ips: sandbox
+                        .ip6
+                        .map(|ip| PodIp { ip: ip.to_string() })
+                        .into_iter()
+                        .collect(),
                 }),
                 linux: Some(LinuxPodSandboxStatus {
                     namespaces: Some(Namespace {

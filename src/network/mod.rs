@@ -20,7 +20,7 @@ mod netns;
 mod port_proxy;
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -84,14 +84,16 @@ pub struct PodAttachment {
     pub netns: PathBuf,
     /// Its address; `None` when the node runs pods with a loopback only.
     pub ip: Option<Ipv4Addr>,
+    /// Its IPv6 address on a dual-stack network.
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// The node's pod network, as the config describes it.
 pub struct PodNetwork {
     mode: NetworkMode,
     bridge: String,
-    subnet: Subnet,
-    ipam: Ipam,
+    /// The IPv4 subnet, and the IPv6 one of a dual-stack network, each with its IPAM.
+    subnets: Vec<(Subnet, Ipam)>,
     netns_dir: PathBuf,
     proxies: PortProxies,
     /// Why pods cannot be networked now, if they cannot; reported as NetworkReady.
@@ -99,14 +101,17 @@ pub struct PodNetwork {
 }
 
 impl PodNetwork {
-    /// The network of `config`, keeping its state under `state`. Touches nothing yet.
-    pub fn new(config: &NetworkConfig, subnet: Subnet, state: &Path) -> PodNetwork {
-        let network_dir = state.join("network");
+    /// The network of `config` on `subnets` (IPv4, then an optional IPv6 one), keeping
+    /// its state under `state`. Touches nothing yet.
+    pub fn new(config: &NetworkConfig, subnets: &[Subnet], state: &Path) -> PodNetwork {
+        let ipam_dir = state.join("network").join("ipam").join(&config.bridge);
         PodNetwork {
             mode: config.mode,
             bridge: config.bridge.clone(),
-            subnet,
-            ipam: Ipam::new(subnet, network_dir.join("ipam").join(&config.bridge)),
+            subnets: subnets
+                .iter()
+                .map(|subnet| (*subnet, Ipam::new(*subnet, ipam_dir.clone())))
+                .collect(),
             netns_dir: state.join("netns"),
             proxies: PortProxies::default(),
             not_ready: Mutex::new(Some("not prepared yet".to_string())),
@@ -117,7 +122,7 @@ impl PodNetwork {
     /// call again: a bridge that exists is kept as it is.
     pub fn prepare(&self) {
         let outcome = match self.mode {
-            NetworkMode::Bridge => netlink::ensure_bridge(&self.bridge, self.subnet)
+            NetworkMode::Bridge => netlink::ensure_bridge(&self.bridge, &self.subnet_list())
                 .map_err(|err| format!("cannot set up the bridge {}: {err}", self.bridge))
                 .err(),
             NetworkMode::None => Some(
@@ -128,7 +133,7 @@ impl PodNetwork {
         match &outcome {
             Some(reason) => tracing::warn!("pod network not ready: {reason}"),
             None => {
-                tracing::info!(bridge = %self.bridge, subnet = %self.subnet, "pod network ready")
+                tracing::info!(bridge = %self.bridge, subnets = ?self.subnet_list(), "pod network ready")
             }
         }
         *self.lock_not_ready() = outcome;
@@ -145,8 +150,12 @@ impl PodNetwork {
             NetworkMode::Bridge => serde_json::json!({
                 "mode": "bridge",
                 "bridge": self.bridge,
-                "subnet": self.subnet.to_string(),
-                "gateway": self.subnet.gateway().to_string(),
+                "subnets": self.subnet_list().iter().map(Subnet::to_string).collect::<Vec<_>>(),
+                "gateways": self
+                    .subnet_list()
+                    .iter()
+                    .map(|subnet| subnet.gateway().to_string())
+                    .collect::<Vec<_>>(),
             }),
             NetworkMode::None => serde_json::json!({ "mode": "none" }),
         }
@@ -161,10 +170,10 @@ impl PodNetwork {
     pub fn set_up(&self, sandbox_id: &str) -> Result<PodAttachment, NetworkError> {
         let netns = self.netns_path(sandbox_id);
         netns::create(&netns)?;
-        let ip = match self.mode {
-            NetworkMode::None => None,
+        let addresses = match self.mode {
+            NetworkMode::None => Vec::new(),
             NetworkMode::Bridge => match self.connect(sandbox_id, &netns) {
-                Ok(ip) => Some(ip),
+                Ok(addresses) => addresses,
                 Err(err) => {
                     if let Err(cleanup) = netns::remove(&netns) {
                         tracing::warn!(sandbox = %sandbox_id, "cannot remove the network namespace: {cleanup}");
@@ -173,10 +182,19 @@ impl PodNetwork {
                 }
             },
         };
-        Ok(PodAttachment { netns, ip })
+        let ip = addresses.iter().find_map(|address| match address {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        });
+        let ip6 = addresses.iter().find_map(|address| match address {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        });
+        Ok(PodAttachment { netns, ip, ip6 })
     }
 
-    fn connect(&self, sandbox_id: &str, netns: &Path) -> Result<Ipv4Addr, NetworkError> {
+    /// Allocates the pod an address in every subnet and attaches it to the bridge.
+    fn connect(&self, sandbox_id: &str, netns: &Path) -> Result<Vec<IpAddr>, NetworkError> {
         if self.not_ready().is_some() {
             // The bridge may have been deleted or failed at start: try once more.
             self.prepare();
@@ -184,14 +202,22 @@ impl PodNetwork {
                 return Err(NetworkError::NotReady(reason));
             }
         }
-        let ip = self.ipam.allocate(sandbox_id)?;
-        let attached =
-            netlink::attach(&self.bridge, &host_veth(sandbox_id), netns, ip, self.subnet);
+        let mut addresses = Vec::new();
+        let attached = self
+            .subnets
+            .iter()
+            .try_for_each(|(subnet, ipam)| {
+                addresses.push((ipam.allocate(sandbox_id)?, *subnet));
+                Ok(())
+            })
+            .and_then(|()| {
+                netlink::attach(&self.bridge, &host_veth(sandbox_id), netns, &addresses)
+            });
         if let Err(err) = attached {
-            let _ = self.ipam.release(ip, sandbox_id);
+            let _ = self.release_addresses(sandbox_id);
             return Err(err);
         }
-        Ok(ip)
+        Ok(addresses.into_iter().map(|(address, _)| address).collect())
     }
 
     /// Relays the pod's host ports to `ip`. Must run inside the tokio runtime.
@@ -236,20 +262,28 @@ impl PodNetwork {
                 }
             }
         }
-        for (ip, holder) in self.ipam.allocations() {
-            if !known.contains(&holder) {
-                let _ = self.ipam.release(ip, &holder);
+        for (_, ipam) in &self.subnets {
+            for (ip, holder) in ipam.allocations() {
+                if !known.contains(&holder) {
+                    let _ = ipam.release(ip, &holder);
+                }
             }
         }
     }
 
     fn release_addresses(&self, sandbox_id: &str) -> Result<(), NetworkError> {
-        for (ip, holder) in self.ipam.allocations() {
-            if holder == sandbox_id {
-                self.ipam.release(ip, sandbox_id)?;
+        for (_, ipam) in &self.subnets {
+            for (ip, holder) in ipam.allocations() {
+                if holder == sandbox_id {
+                    ipam.release(ip, sandbox_id)?;
+                }
             }
         }
         Ok(())
+    }
+
+    fn subnet_list(&self) -> Vec<Subnet> {
+        self.subnets.iter().map(|(subnet, _)| *subnet).collect()
     }
 
     fn lock_not_ready(&self) -> std::sync::MutexGuard<'_, Option<String>> {

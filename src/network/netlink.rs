@@ -6,11 +6,12 @@
 //! opens it, so the pod-side socket is opened after the thread has entered the pod's
 //! namespace, and the host-side one before.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
 use nix::errno::Errno;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{new_connection, Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -20,10 +21,11 @@ use super::{netns, NetworkError};
 /// The pod side of every veth pair.
 const POD_INTERFACE: &str = "eth0";
 
-/// Creates `bridge` with the subnet's gateway address and brings it up; what already
+/// Creates `bridge` with each subnet's gateway address and brings it up; what already
 /// exists is kept, so this is safe at every start.
-pub fn ensure_bridge(bridge: &str, subnet: Subnet) -> Result<(), NetworkError> {
+pub fn ensure_bridge(bridge: &str, subnets: &[Subnet]) -> Result<(), NetworkError> {
     let bridge = bridge.to_string();
+    let subnets = subnets.to_vec();
     on_netlink_thread(None, move |host, _| async move {
         let index = match link_index(&host, &bridge).await? {
             Some(index) => index,
@@ -43,12 +45,10 @@ pub fn ensure_bridge(bridge: &str, subnet: Subnet) -> Result<(), NetworkError> {
                     })?
             }
         };
-        let added = host
-            .address()
-            .add(index, IpAddr::V4(subnet.gateway()), subnet.prefix())
-            .execute()
-            .await;
-        ignore_errno(added, Errno::EEXIST).map_err(netlink("address the bridge", &bridge))?;
+        for subnet in subnets {
+            let added = add_address(&host, index, subnet.gateway(), subnet).await;
+            ignore_errno(added, Errno::EEXIST).map_err(netlink("address the bridge", &bridge))?;
+        }
         host.link()
             .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
@@ -58,16 +58,17 @@ pub fn ensure_bridge(bridge: &str, subnet: Subnet) -> Result<(), NetworkError> {
 }
 
 /// Connects the namespace pinned at `netns` to `bridge` through a veth pair named
-/// `host_veth` on the node's side and eth0 in the pod, with `address` and a default route
-/// via the bridge. On failure the pair is deleted again.
+/// `host_veth` on the node's side and eth0 in the pod, with each of `addresses` (one per
+/// subnet) and a default route per address family via the bridge. On failure the pair is
+/// deleted again.
 pub fn attach(
     bridge: &str,
     host_veth: &str,
     netns: &Path,
-    address: Ipv4Addr,
-    subnet: Subnet,
+    addresses: &[(IpAddr, Subnet)],
 ) -> Result<(), NetworkError> {
     let (bridge, host_veth) = (bridge.to_string(), host_veth.to_string());
+    let addresses = addresses.to_vec();
     let netns = netns.to_path_buf();
     let created = host_veth.clone();
     let result = on_netlink_thread(Some(netns.clone()), move |host, pod| async move {
@@ -117,30 +118,58 @@ pub fn attach(
                     what: "find eth0 in the pod".to_string(),
                     source: rtnetlink::Error::RequestFailed,
                 })?;
-        pod.address()
-            .add(pod_index, IpAddr::V4(address), subnet.prefix())
-            .execute()
-            .await
-            .map_err(netlink("address", POD_INTERFACE))?;
+        for (address, subnet) in &addresses {
+            add_address(&pod, pod_index, *address, *subnet)
+                .await
+                .map_err(netlink("address", POD_INTERFACE))?;
+        }
         pod.link()
             .set(LinkUnspec::new_with_index(pod_index).up().build())
             .execute()
             .await
             .map_err(netlink("bring up", POD_INTERFACE))?;
-        let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(subnet.gateway())
-            .output_interface(pod_index)
-            .build();
-        pod.route()
-            .add(default_route)
-            .execute()
-            .await
-            .map_err(netlink("add the default route in", POD_INTERFACE))
+        for (_, subnet) in &addresses {
+            let default_route = match subnet.gateway() {
+                IpAddr::V4(gateway) => RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(gateway)
+                    .output_interface(pod_index)
+                    .build(),
+                IpAddr::V6(gateway) => RouteMessageBuilder::<Ipv6Addr>::new()
+                    .gateway(gateway)
+                    .output_interface(pod_index)
+                    .build(),
+            };
+            pod.route()
+                .add(default_route)
+                .execute()
+                .await
+                .map_err(netlink("add the default route in", POD_INTERFACE))?;
+        }
+        Ok(())
     });
     if result.is_err() {
         let _ = delete_link(&created);
     }
     result
+}
+
+/// Adds `address` in `subnet` to link `index`. IPv6 addresses skip duplicate address
+/// detection: the addresses come from our own allocation, and DAD would keep them
+/// unusable ("tentative") for the first seconds of the pod's life.
+async fn add_address(
+    handle: &Handle,
+    index: u32,
+    address: IpAddr,
+    subnet: Subnet,
+) -> Result<(), rtnetlink::Error> {
+    let mut request = handle.address().add(index, address, subnet.prefix());
+    if address.is_ipv6() {
+        let message = request.message_mut();
+        message
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    request.execute().await
 }
 
 /// Deletes the link `name` (for a veth, both ends); deleting what is gone succeeds.

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,9 @@ pub struct SandboxRecord {
     /// node's network mode is "none".
     #[serde(default)]
     pub ip: Option<Ipv4Addr>,
+    /// Its IPv6 address on a dual-stack network.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
     /// Host ports relayed to the pod while it is ready.
     #[serde(default)]
     pub port_mappings: Vec<PortMapping>,

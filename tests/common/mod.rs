@@ -232,7 +232,7 @@ impl Daemon {
         entries
             .flatten()
             .map(|entry| entry.file_name().to_string_lossy().into_owned())
-            .filter(|name| name != "last")
+            .filter(|name| !name.starts_with("last-"))
             .collect()
     }
 

@@ -45,6 +45,11 @@ impl TestNetwork {
         format!("10.231.{}.0/24", self.index)
     }
 
+    /// An IPv6 subnet for dual-stack tests.
+    pub fn subnet6(&self) -> String {
+        format!("fd31:0:0:{:x}::/64", self.index)
+    }
+
     pub fn gateway(&self) -> String {
         format!("10.231.{}.1", self.index)
     }
