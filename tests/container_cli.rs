@@ -7,11 +7,13 @@
 mod common;
 
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::images;
+use common::network::{free_port, http_get, wait_until_free};
 use common::registry::Registry;
 use common::Daemon;
 use crius::cri::api::*;
@@ -394,6 +396,112 @@ fn run_options_reach_the_container_and_its_cgroup() {
     assert_eq!(refused.code, 2);
     assert!(refused.stderr.contains("absolute"), "{}", refused.stderr);
     assert_eq!(cli.ok(&["rm", "-f", "limited"]), "limited\n");
+    cli.assert_all_removed();
+}
+
+/// The body of busybox httpd's answer to GET / on `addr`, retried while it starts.
+fn http_body(addr: &str) -> String {
+    let answer = http_get(addr);
+    match answer.split_once("\r\n\r\n") {
+        Some((_, body)) => body.to_string(),
+        None => panic!("no body from {addr}: {answer:?}"),
+    }
+}
+
+#[test]
+fn published_ports_reach_the_container_until_it_is_removed() {
+    let registry = registry_with_busybox();
+    let daemon = Daemon::for_registry(registry.addr(), "");
+    let cli = Cli::new(&daemon, &registry);
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let server = "mkdir /www; echo hi > /www/index.html; exec httpd -f -p 8080 -h /www";
+    cli.ok(&[
+        "run", "-d", "--name", "web", "-p", &publish, "-p", "5353/udp", &cli.image, "sh", "-c",
+        server,
+    ]);
+    assert_eq!(http_body(&format!("127.0.0.1:{port}")), "hi\n");
+
+    // `port` lists both, the UDP one on a host port picked for it, which the pod holds.
+    let listed = cli.ok(&["port", "web"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    let [udp, tcp] = lines.as_slice() else {
+        panic!("two mappings expected: {listed}");
+    };
+    assert_eq!(*tcp, format!("8080/tcp -> 127.0.0.1:{port}"));
+    let udp_port: u16 = udp
+        .strip_prefix("5353/udp -> 0.0.0.0:")
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        UdpSocket::bind(("0.0.0.0", udp_port)).is_err(),
+        "the picked UDP port {udp_port} is held by the pod"
+    );
+    let tcp_address = format!("127.0.0.1:{port}\n");
+    assert_eq!(cli.ok(&["port", "web", "8080"]), tcp_address);
+    assert_eq!(cli.ok(&["port", "web", "8080/tcp"]), tcp_address);
+    assert_eq!(
+        cli.fails(&["port", "web", "8080/udp"]).trim(),
+        "crius: no public port 8080/udp published for web"
+    );
+
+    // ps shows them as Docker does; inspect shows the pod's address, which serves too.
+    let table = cli.ok(&["ps"]);
+    assert!(table.lines().next().unwrap().contains("PORTS"), "{table}");
+    let row = row_with(&table, "web");
+    assert!(
+        row.contains(&format!(
+            "0.0.0.0:{udp_port}->5353/udp, 127.0.0.1:{port}->8080/tcp"
+        )),
+        "{row}"
+    );
+    let inspected: serde_json::Value = serde_json::from_str(&cli.ok(&["inspect", "web"])).unwrap();
+    let pod_ip: Ipv4Addr = inspected["pod"]["ip"]
+        .as_str()
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or_else(|| panic!("no pod IP: {inspected:#}"));
+    let subnet = daemon.network().subnet();
+    let [a, b, c, _] = pod_ip.octets();
+    assert!(
+        subnet.starts_with(&format!("{a}.{b}.{c}.")),
+        "{pod_ip} in {subnet}"
+    );
+    assert_eq!(
+        inspected["pod"]["portMappings"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(http_body(&format!("{pod_ip}:8080")), "hi\n");
+
+    // Another container asking for the same host port fails naming it, leaving nothing.
+    let refused = cli.fails(&["run", "-d", "-p", &publish, &cli.image, "true"]);
+    assert!(
+        refused.contains(&format!("host port {port}/tcp")),
+        "{refused}"
+    );
+    assert_eq!(cli.ok(&["pods", "-q"]).lines().count(), 1);
+
+    // Stopped and re-created by start, the container is served on the same port: the
+    // pod kept it.
+    cli.ok(&["stop", "-t", "0", "web"]);
+    cli.ok(&["start", "web"]);
+    assert_eq!(http_body(&format!("127.0.0.1:{port}")), "hi\n");
+    assert_eq!(cli.ok(&["port", "web", "8080"]), tcp_address);
+
+    // rm -f removes the pod, which frees both ports.
+    assert_eq!(cli.ok(&["rm", "-f", "web"]), "web\n");
+    wait_until_free(port);
+    UdpSocket::bind(("0.0.0.0", udp_port)).expect("the UDP port is freed with the pod");
+
+    // Bad -p values are usage errors (exit 2) naming the value, before anything is made.
+    for (bad, named) in [
+        ("8080:99999", "99999"),
+        ("80/sctp", "SCTP"),
+        ("1-9:80", "1-9"),
+    ] {
+        let refused = cli.run(&["run", "-p", bad, &cli.image]);
+        assert_eq!(refused.code, 2, "{bad}: {}", refused.stderr);
+        assert!(refused.stderr.contains(named), "{bad}: {}", refused.stderr);
+    }
     cli.assert_all_removed();
 }
 

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
-use std::time::{Duration, Instant};
+use std::net::{Ipv4Addr, UdpSocket};
+use std::time::Duration;
 
+use common::network::{free_port, http_get, wait_until_free};
 use common::pods::*;
 use common::registry::Registry;
 use common::{images, pull_image, Daemon};
@@ -31,37 +31,6 @@ fn argv(command: &[String]) -> Vec<&str> {
 fn pod_ip(status: &PodSandboxStatusResponse) -> Ipv4Addr {
     let ip = &status.status.as_ref().unwrap().network.as_ref().unwrap().ip;
     ip.parse().unwrap_or_else(|_| panic!("pod IP {ip:?}"))
-}
-
-/// GET / on `addr`, retried while the server starts.
-fn http_get(addr: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let attempt = (|| -> std::io::Result<String> {
-            let mut stream = TcpStream::connect(addr)?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer)?;
-            Ok(answer)
-        })();
-        match attempt {
-            Ok(answer) if answer.contains("200 OK") => return answer,
-            other => {
-                assert!(Instant::now() < deadline, "GET {addr}: {other:?}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
-/// A TCP port free on all addresses now.
-fn free_port() -> u16 {
-    TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,14 +213,7 @@ async fn host_ports_relay_tcp_and_udp_and_survive_a_daemon_restart() {
         })
         .await
         .unwrap();
-    let freed = Instant::now() + Duration::from_secs(5);
-    while TcpListener::bind(("0.0.0.0", tcp_port)).is_err() {
-        assert!(
-            Instant::now() < freed,
-            "host port {tcp_port} still taken after stop"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_free(tcp_port);
     UdpSocket::bind(("127.0.0.1", udp_port)).expect("UDP host port freed after stop");
     echo.join().unwrap();
     remove_pod(&mut client, &pod).await;

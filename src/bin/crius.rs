@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use crius::cli::{RunOptions, RunOutcome, User, Volume, DEFAULT_LOG_DIR};
+use crius::cli::{
+    PrivatePort, PublishedPort, RunOptions, RunOutcome, User, Volume, DEFAULT_LOG_DIR,
+};
 use crius::cri::client::DEFAULT_ADDRESS;
 
 #[derive(Parser)]
@@ -90,6 +92,14 @@ enum Command {
         /// Bind mount a host path.
         #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]", value_parser = crius::cli::parse_volume)]
         volume: Vec<Volume>,
+        /// Publish a container port on the node (HOST_PORT left out: a free one).
+        #[arg(
+            short,
+            long = "publish",
+            value_name = "[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]",
+            value_parser = crius::cli::parse_publish
+        )]
+        publish: Vec<PublishedPort>,
         /// Working directory inside the container.
         #[arg(short, long)]
         workdir: Option<String>,
@@ -127,6 +137,13 @@ enum Command {
         /// Only pod ids.
         #[arg(short, long)]
         quiet: bool,
+    },
+    /// List a container's published ports, or the host addresses of one of them.
+    Port {
+        container: String,
+        /// Container port, TCP unless /udp follows.
+        #[arg(value_name = "PRIVATE_PORT[/PROTO]", value_parser = crius::cli::parse_private_port)]
+        port: Option<PrivatePort>,
     },
     /// Print a container's output (stdout to stdout, stderr to stderr).
     Logs {
@@ -226,6 +243,7 @@ fn main() -> ExitCode {
                 name,
                 env,
                 volume,
+                publish,
                 workdir,
                 user,
                 memory,
@@ -241,6 +259,7 @@ fn main() -> ExitCode {
                     name,
                     env,
                     volumes: volume,
+                    publish,
                     workdir,
                     user,
                     memory_bytes: memory,
@@ -258,6 +277,9 @@ fn main() -> ExitCode {
             }
             Command::Ps { all, quiet } => crius::cli::ps(&address, all, quiet).await.map(printed),
             Command::Pods { quiet } => crius::cli::pods(&address, quiet).await.map(printed),
+            Command::Port { container, port } => crius::cli::port(&address, &container, port)
+                .await
+                .map(printed),
             Command::Logs {
                 follow,
                 tail,

@@ -14,14 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+use super::ports::{pod_network, PortsByPod};
 use super::resolve::{self, container_name, short_id};
 use super::run::{self, LOG_DIRECTORY_ANNOTATION, MANAGED_LABEL};
 use super::{images, rpc_error, table, CliError};
 use crate::cri::api::{
-    ContainerFilter, ContainerState, ContainerStateValue, ContainerStatus, ContainerStatusRequest,
-    ExecSyncRequest, ListContainersRequest, ListPodSandboxRequest, PodSandboxFilter,
-    PodSandboxState, PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    StopContainerRequest, StopPodSandboxRequest,
+    Container, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatus,
+    ContainerStatusRequest, ExecSyncRequest, ListContainersRequest, ListPodSandboxRequest,
+    PodSandboxFilter, PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use crate::cri::client::CriClient;
 
@@ -46,6 +47,29 @@ pub(super) async fn container_status(
         .into_inner();
     let status = response.status.ok_or(CliError::Protocol {
         rpc: "ContainerStatus",
+        detail: "no status".to_string(),
+    })?;
+    Ok((status, response.info))
+}
+
+/// PodSandboxStatus of pod `id` (a full id), with the runtime's verbose info (a map of
+/// JSON documents) when asked for.
+pub(super) async fn pod_status(
+    client: &mut CriClient,
+    id: &str,
+    verbose: bool,
+) -> Result<(PodSandboxStatus, HashMap<String, String>), CliError> {
+    let response = client
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose,
+        })
+        .await
+        .map_err(rpc_error("PodSandboxStatus"))?
+        .into_inner();
+    let status = response.status.ok_or(CliError::Protocol {
+        rpc: "PodSandboxStatus",
         detail: "no status".to_string(),
     })?;
     Ok((status, response.info))
@@ -81,10 +105,12 @@ pub async fn ps(address: &str, all: bool, quiet: bool) -> Result<String, CliErro
         "COMMAND",
         "CREATED",
         "STATUS",
+        "PORTS",
         "NAME",
     ]
     .map(str::to_string)
     .to_vec()];
+    let mut ports = PortsByPod::default();
     for container in &containers {
         let (status, info) = match container_status(&mut client, &container.id, true).await {
             Ok(found) => found,
@@ -102,6 +128,7 @@ pub async fn ps(address: &str, all: bool, quiet: bool) -> Result<String, CliErro
             command_text(&process_args(&info)),
             format!("{} ago", human_duration(elapsed(status.created_at, now))),
             status_text(&status, now),
+            ports.get(&mut client, &container.pod_sandbox_id).await?,
             container_name(container).to_string(),
         ]);
     }
@@ -437,7 +464,7 @@ pub async fn exec(address: &str, key: &str, command: &[String]) -> Result<i32, C
 pub async fn inspect(address: &str, key: &str) -> Result<Value, CliError> {
     let mut client = CriClient::connect(address).await?;
     match resolve::container(&mut client, key).await {
-        Ok(container) => return inspect_container(&mut client, &container.id).await,
+        Ok(container) => return inspect_container(&mut client, &container).await,
         Err(CliError::NoSuch { .. }) => {}
         Err(err) => return Err(err),
     }
@@ -463,7 +490,7 @@ pub async fn inspect(address: &str, key: &str) -> Result<Value, CliError> {
 }
 
 /// The runtime's verbose info: its `info` entry, a JSON document.
-fn verbose_info(info: &HashMap<String, String>) -> Value {
+pub(super) fn verbose_info(info: &HashMap<String, String>) -> Value {
     info.get("info")
         .and_then(|text| serde_json::from_str(text).ok())
         .unwrap_or(Value::Null)
@@ -481,10 +508,15 @@ fn sorted(map: &HashMap<String, String>) -> Value {
     )
 }
 
-/// ContainerStatus (verbose) as crictl shows it: `status` and the runtime's `info`.
+/// ContainerStatus (verbose) as crictl shows it: `status` and the runtime's `info`; and
+/// the `pod` it is in, with its IP and host ports, which the CRI keeps on the pod only.
 /// Times are nanoseconds since the epoch, as the CRI carries them.
-async fn inspect_container(client: &mut CriClient, id: &str) -> Result<Value, CliError> {
-    let (status, info) = container_status(client, id, true).await?;
+async fn inspect_container(
+    client: &mut CriClient,
+    container: &Container,
+) -> Result<Value, CliError> {
+    let (status, info) = container_status(client, &container.id, true).await?;
+    let pod = pod_network(client, &container.pod_sandbox_id).await?;
     let metadata = status.metadata.clone().unwrap_or_default();
     let state = ContainerState::try_from(status.state)
         .map(|state| state.as_str_name())
@@ -520,24 +552,17 @@ async fn inspect_container(client: &mut CriClient, id: &str) -> Result<Value, Cl
             "logPath": status.log_path,
         },
         "info": verbose_info(&info),
+        "pod": {
+            "id": container.pod_sandbox_id,
+            "ip": pod.ip,
+            "portMappings": pod.ports,
+        },
     }))
 }
 
 /// PodSandboxStatus (verbose) as crictl shows it: `status` and the runtime's `info`.
 async fn inspect_pod(client: &mut CriClient, id: &str) -> Result<Value, CliError> {
-    let response = client
-        .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.to_string(),
-            verbose: true,
-        })
-        .await
-        .map_err(rpc_error("PodSandboxStatus"))?
-        .into_inner();
-    let status = response.status.ok_or(CliError::Protocol {
-        rpc: "PodSandboxStatus",
-        detail: "no status".to_string(),
-    })?;
+    let (status, info) = pod_status(client, id, true).await?;
     let metadata = status.metadata.clone().unwrap_or_default();
     let state = PodSandboxState::try_from(status.state)
         .map(|state| state.as_str_name())
@@ -558,7 +583,7 @@ async fn inspect_pod(client: &mut CriClient, id: &str) -> Result<Value, CliError
             "annotations": sorted(&status.annotations),
             "runtimeHandler": status.runtime_handler,
         },
-        "info": verbose_info(&response.info),
+        "info": verbose_info(&info),
     }))
 }
 

@@ -7,11 +7,13 @@
 //! - `containers`: `crius ps`, `pods`, `stop`, `start`, `rm`, `container prune`, `exec`,
 //!   `inspect` (container, then pod, then image).
 //! - `logs`: `crius logs`, and the log following of a foreground `crius run`.
+//! - `ports`: `crius run -p`, `crius port`, and the PORTS column of `crius ps`.
 //! - `resolve`: which container or pod a user's id prefix or name means.
 
 mod containers;
 mod images;
 mod logs;
+mod ports;
 mod resolve;
 mod run;
 mod runtime_info;
@@ -19,6 +21,9 @@ mod runtime_info;
 pub use containers::{exec, inspect, pods, prune, ps, rm, start, stop};
 pub use images::{images, load, pull, rmi, save};
 pub use logs::logs;
+pub use ports::{
+    parse_private_port, parse_publish, port, PortProtocol, PrivatePort, PublishedPort,
+};
 pub use run::{
     parse_cpus, parse_memory, parse_user, parse_volume, run, RunOptions, RunOutcome, User, Volume,
     DEFAULT_LOG_DIR,
@@ -53,6 +58,14 @@ pub enum CliError {
     NameInUse { name: String, id: String },
     #[error("container {0} has exited and was not created by crius run: it cannot be restarted (CRI containers start once)")]
     NotRestartable(String),
+    #[error("no public port {port} published for {container}")]
+    NoPublicPort { port: String, container: String },
+    #[error("cannot pick a free {protocol} host port on {ip}: {source}")]
+    FreePort {
+        protocol: PortProtocol,
+        ip: std::net::IpAddr,
+        source: std::io::Error,
+    },
     #[error("container {0} has no log file")]
     NoLog(String),
     #[error("{path}: {source}")]

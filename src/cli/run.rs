@@ -9,6 +9,9 @@
 //! re-create: the pod carries [`MANAGED_LABEL`] and its log directory in
 //! [`LOG_DIRECTORY_ANNOTATION`] (the CLI made both, so `rm` removes both); the container
 //! carries its own config and its pod's, protobuf-encoded, in its annotations.
+//!
+//! Published ports (`-p`) are the pod's host ports: the pod outlives the container's
+//! re-creations, so the ports stay with it until `rm` removes the pod.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -19,14 +22,15 @@ use prost::Message;
 
 use super::containers::{container_status, remove_container, remove_pod_if_unused};
 use super::logs::follow_from_start;
+use super::ports::{self, PublishedPort};
 use super::resolve::{self, container_name};
 use super::{images, rpc_error, CliError};
 use crate::cri::api::{
     Container, ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageStatusRequest,
     Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerResources,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest,
-    RunPodSandboxRequest, StartContainerRequest,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PortMapping,
+    RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest,
 };
 use crate::cri::client::CriClient;
 
@@ -76,6 +80,8 @@ pub struct RunOptions {
     /// `KEY=VALUE`, or `KEY` to pass the CLI's own value of `KEY` (skipped when unset).
     pub env: Vec<String>,
     pub volumes: Vec<Volume>,
+    /// `-p`: container ports published on the node (the pod's host ports).
+    pub publish: Vec<PublishedPort>,
     pub workdir: Option<String>,
     pub user: Option<User>,
     pub memory_bytes: Option<i64>,
@@ -124,7 +130,14 @@ pub async fn run(address: &str, options: RunOptions) -> Result<RunOutcome, CliEr
         path: options.log_dir.display().to_string(),
         source,
     })?;
-    let pod_config = pod_config(&name, &uid, &log_root.join(format!("{name}_{uid}")));
+    // Picked last, just before the pod listens, to keep a free port's window short.
+    let port_mappings = ports::port_mappings(&options.publish)?;
+    let pod_config = pod_config(
+        &name,
+        &uid,
+        &log_root.join(format!("{name}_{uid}")),
+        port_mappings,
+    );
     let config = annotate(container_config(&options, &name, envs), &pod_config);
 
     let pod_id = client
@@ -248,8 +261,14 @@ pub(super) async fn restart(client: &mut CriClient, old: &Container) -> Result<S
 }
 
 /// The pod of a container named `name`: its own, so that removing the container can
-/// remove the pod, and the pod's name and hostname are the container's.
-fn pod_config(name: &str, uid: &str, log_directory: &Path) -> PodSandboxConfig {
+/// remove the pod (and free its host ports), and the pod's name and hostname are the
+/// container's.
+fn pod_config(
+    name: &str,
+    uid: &str,
+    log_directory: &Path,
+    port_mappings: Vec<PortMapping>,
+) -> PodSandboxConfig {
     let log_directory = log_directory.display().to_string();
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
@@ -260,6 +279,7 @@ fn pod_config(name: &str, uid: &str, log_directory: &Path) -> PodSandboxConfig {
         }),
         hostname: name[..name.len().min(MAX_HOSTNAME)].to_string(),
         log_directory: log_directory.clone(),
+        port_mappings,
         labels: HashMap::from([(MANAGED_LABEL.to_string(), "true".to_string())]),
         annotations: HashMap::from([(LOG_DIRECTORY_ANNOTATION.to_string(), log_directory)]),
         linux: Some(LinuxPodSandboxConfig {
@@ -684,6 +704,7 @@ mod tests {
             name: None,
             env: Vec::new(),
             volumes: Vec::new(),
+            publish: Vec::new(),
             workdir: Some("/tmp".into()),
             user: Some(User::Name {
                 name: "nobody".into(),
@@ -695,7 +716,9 @@ mod tests {
             remove: false,
             log_dir: PathBuf::from("/logs"),
         };
-        let pod = pod_config("web", "u1", Path::new("/logs/web_u1"));
+        let ports =
+            ports::port_mappings(&[ports::parse_publish("127.0.0.1:8080:80").unwrap()]).unwrap();
+        let pod = pod_config("web", "u1", Path::new("/logs/web_u1"), ports.clone());
         let config = annotate(container_config(&options, "web", Vec::new()), &pod);
         let resources = config
             .linux
@@ -708,6 +731,10 @@ mod tests {
         );
         let (recorded, recorded_pod) = recorded_configs(&config.annotations).unwrap();
         assert_eq!(recorded_pod, pod);
+        assert_eq!(
+            recorded_pod.port_mappings, ports,
+            "a restart keeps the ports"
+        );
         assert!(recorded.annotations.is_empty());
         let mut without = config.clone();
         without.annotations.clear();

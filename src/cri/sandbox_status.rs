@@ -25,6 +25,18 @@ impl Cri {
                 "runtimeHandler": sandbox.runtime_handler,
                 "cgroupParent": sandbox.cgroup_parent,
                 "sysctls": sandbox.sysctls,
+                // The CRI's status has no field for them, and `crius port` and operators
+                // need to see which node ports reach the pod.
+                "portMappings": sandbox
+                    .port_mappings
+                    .iter()
+                    .map(|mapping| serde_json::json!({
+                        "protocol": mapping.protocol,
+                        "hostIp": mapping.host_ip,
+                        "hostPort": mapping.host_port,
+                        "containerPort": mapping.container_port,
+                    }))
+                    .collect::<Vec<_>>(),
             });
             info.insert("info".to_string(), details.to_string());
         }

@@ -3,10 +3,16 @@
 //!
 //! Slots are claimed with an exclusive lock on `/tmp/crius-test-net/<n>.lock`; the kernel
 //! drops the lock when the holder exits, so a crashed test never keeps a slot.
+//!
+//! Also the host's side of port tests: a free port, a GET retried while the server in a
+//! pod starts, and waiting for a host port to be released.
 
 use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -91,5 +97,50 @@ impl TestNetwork {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge()])
             .status();
+    }
+}
+
+/// A TCP port free on all addresses now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET / on `addr` (HTTP/1.0, so the server closes), retried while the server starts;
+/// the whole answer, headers included.
+pub fn http_get(addr: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut stream = TcpStream::connect(addr)?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        })();
+        match attempt {
+            Ok(answer) if answer.contains("200 OK") => return answer,
+            other => {
+                assert!(Instant::now() < deadline, "GET {addr}: {other:?}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Waits until TCP `port` can be bound on all addresses again: the daemon closes a
+/// pod's listeners by aborting their tasks, which is not instant.
+pub fn wait_until_free(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpListener::bind(("0.0.0.0", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "host port {port} still taken after its pod went"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
