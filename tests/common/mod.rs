@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod images;
+pub mod pods;
 pub mod registry;
 pub mod token_server;
 

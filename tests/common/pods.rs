@@ -1,0 +1,184 @@
+//! Pods and containers as kubelet drives them through the CRI: the requests the pod and
+//! container tests share.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crius::cri::api::*;
+use crius::cri::client::CriClient;
+
+use super::images;
+use super::registry::Registry;
+use super::{pull_image, Daemon};
+
+/// A daemon with busybox pulled; returns the daemon, a client and the image name.
+pub async fn daemon_with_busybox(registry: &Registry) -> (Daemon, CriClient, String) {
+    registry.push(&images::busybox(), "busybox", "latest");
+    let daemon = Daemon::for_registry(registry.addr(), "");
+    let mut client = daemon.client().await;
+    let image = registry.reference("busybox", "latest");
+    pull_image(&mut client, &image, None).await.unwrap();
+    (daemon, client, image)
+}
+
+pub fn pod_config(name: &str, log_directory: &std::path::Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.to_string(),
+            uid: format!("uid-{name}"),
+            namespace: "default".to_string(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: log_directory.display().to_string(),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..NamespaceOption::default()
+                }),
+                ..LinuxSandboxSecurityContext::default()
+            }),
+            ..LinuxPodSandboxConfig::default()
+        }),
+        ..PodSandboxConfig::default()
+    }
+}
+
+pub fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.to_string(),
+            ..ImageSpec::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        ..ContainerConfig::default()
+    }
+}
+
+/// `config` made privileged (all capabilities, no seccomp: it may mount and ptrace).
+pub fn privileged(mut config: ContainerConfig) -> ContainerConfig {
+    config.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            privileged: true,
+            ..LinuxContainerSecurityContext::default()
+        }),
+        ..LinuxContainerConfig::default()
+    });
+    config
+}
+
+pub async fn run_pod(client: &mut CriClient, config: &PodSandboxConfig) -> String {
+    client
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id
+}
+
+pub async fn create(
+    client: &mut CriClient,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    client
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.to_string(),
+            config: Some(config),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .map(|response| response.into_inner().container_id)
+}
+
+pub async fn start(client: &mut CriClient, id: &str) {
+    client
+        .runtime
+        .start_container(StartContainerRequest {
+            container_id: id.to_string(),
+        })
+        .await
+        .unwrap();
+}
+
+pub async fn status(client: &mut CriClient, id: &str) -> ContainerStatus {
+    client
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+/// Polls until the container has exited.
+pub async fn wait_exited(client: &mut CriClient, id: &str) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let current = status(client, id).await;
+        if current.state == ContainerState::ContainerExited as i32 {
+            return current;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {current:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn remove_pod(client: &mut CriClient, pod: &str) {
+    client
+        .runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .unwrap();
+    client
+        .runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Runs `cmd` in the container through ExecSync and returns its output; panics unless it
+/// exits 0.
+pub async fn exec_ok(client: &mut CriClient, id: &str, cmd: &[&str]) -> String {
+    let output = client
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        output.exit_code,
+        0,
+        "{cmd:?} in {id}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
