@@ -78,6 +78,20 @@ impl Cri {
                 id: existing.id,
             });
         }
+        let mut container_config = translate_config(&config);
+        let pid_mode = &mut container_config
+            .linux
+            .security_context
+            .namespace_options
+            .pid;
+        if *pid_mode == runtime::NamespaceMode::Pod && sandbox.pid_namespace_init.is_none() {
+            // POD means "as the pod's containers": in a pod without a shared namespace
+            // (pid mode CONTAINER, which kubelet then asks of every container too, or a
+            // pod from before crius held shared ones) each container has its own.
+            *pid_mode = runtime::NamespaceMode::Container;
+        }
+        // Before anything is acquired: checks that need no rootfs.
+        let target_pid_namespace = self.target_pid_namespace(&sandbox, &config)?;
         let id = new_id()?;
         tracing::Span::current().record("id", id.as_str());
         let mut rollback = Rollback::default();
@@ -104,7 +118,6 @@ impl Cri {
             unmount(&unmounted).map_err(|err| err.to_string())
         });
 
-        let container_config = translate_config(&config);
         let image_fields = runtime::ImageConfig {
             entrypoint: image_config
                 .config()
@@ -141,7 +154,7 @@ impl Cri {
             host: &self.host,
             rootfs: &rootfs,
             cgroups_path: &cgroups_path,
-            target_pid_namespace: None,
+            target_pid_namespace: target_pid_namespace.as_deref(),
         })?;
         let spec_json = serde_json::to_vec_pretty(&spec).map_err(|err| CriError::Internal {
             what: "writing the OCI spec",
@@ -232,7 +245,9 @@ impl Cri {
                 network: namespace("net", !sandbox.host_network),
                 ipc: namespace("ipc", !sandbox.host_ipc),
                 uts: namespace("uts", !sandbox.host_network),
-                pid: None,
+                pid: sandbox
+                    .pid_namespace_init
+                    .map(|init| PathBuf::from(format!("/proc/{init}/ns/pid"))),
             },
             files: SandboxFiles {
                 hosts: Some(dir.join("hosts")),
@@ -241,6 +256,48 @@ impl Cri {
                 shm: (!sandbox.host_ipc).then(|| dir.join("shm")),
             },
         }
+    }
+
+    /// In TARGET pid mode (`kubectl debug --target`), the PID namespace of the target: a
+    /// running container of the same pod, as containerd requires.
+    fn target_pid_namespace(
+        &self,
+        sandbox: &SandboxRecord,
+        config: &api::ContainerConfig,
+    ) -> Result<Option<PathBuf>, CriError> {
+        const FIELD: &str = "config.linux.security_context.namespace_options.target_id";
+        let Some(options) = config
+            .linux
+            .as_ref()
+            .and_then(|linux| linux.security_context.as_ref())
+            .and_then(|security| security.namespace_options.as_ref())
+            .filter(|options| options.pid == api::NamespaceMode::Target as i32)
+        else {
+            return Ok(None);
+        };
+        if options.target_id.is_empty() {
+            return Err(CriError::invalid(FIELD, "is required in TARGET pid mode"));
+        }
+        let target = self
+            .containers
+            .find(&options.target_id)?
+            .filter(|target| target.sandbox_id == sandbox.id)
+            .ok_or_else(|| {
+                CriError::invalid(
+                    FIELD,
+                    format!(
+                        "{:?} is not a container of pod sandbox {}",
+                        options.target_id, sandbox.id
+                    ),
+                )
+            })?;
+        if !target.is_running() {
+            return Err(CriError::FailedPrecondition(format!(
+                "target container {} is not running: its pid namespace cannot be joined",
+                target.id
+            )));
+        }
+        Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", target.pid))))
     }
 
     /// The sandbox's containers.
@@ -265,12 +322,6 @@ fn translate_config(config: &api::ContainerConfig) -> runtime::ContainerConfig {
         _ => runtime::NamespaceMode::Container,
     };
     let options = security.namespace_options.clone().unwrap_or_default();
-    // A pod-wide pid namespace is not held yet (see RunPodSandbox): POD means the
-    // container's own, as CONTAINER does.
-    let pid_mode = match namespace_mode(options.pid) {
-        runtime::NamespaceMode::Pod => runtime::NamespaceMode::Container,
-        other => other,
-    };
     let capabilities = security.capabilities.clone().unwrap_or_default();
     let non_empty = |paths: &Vec<String>| (!paths.is_empty()).then(|| paths.clone());
     runtime::ContainerConfig {
@@ -351,7 +402,7 @@ fn translate_config(config: &api::ContainerConfig) -> runtime::ContainerConfig {
                 privileged: security.privileged,
                 namespace_options: runtime::NamespaceOption {
                     network: namespace_mode(options.network),
-                    pid: pid_mode,
+                    pid: namespace_mode(options.pid),
                     ipc: namespace_mode(options.ipc),
                 },
                 selinux_label: None,
