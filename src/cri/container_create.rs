@@ -91,6 +91,9 @@ impl Cri {
             *pid_mode = runtime::NamespaceMode::Container;
         }
         // Before anything is acquired: checks that need no rootfs.
+        runtime::check_host_propagation(&container_config.mounts, || {
+            std::fs::read_to_string(runtime::HOST_MOUNT_TABLE)
+        })?;
         let target_pid_namespace = self.target_pid_namespace(&sandbox, &config)?;
         let id = new_id()?;
         tracing::Span::current().record("id", id.as_str());
@@ -206,13 +209,14 @@ impl Cri {
                 .into_iter()
                 .collect::<BTreeMap<_, _>>(),
             log_path: log_path.display().to_string(),
-            mounts: config
+            mounts: container_config
                 .mounts
                 .iter()
                 .map(|mount| MountRecord {
                     container_path: mount.container_path.clone(),
                     host_path: mount.host_path.clone(),
                     readonly: mount.readonly,
+                    propagation: mount.propagation,
                 })
                 .collect(),
             cgroup: cgroups_path,
