@@ -2,7 +2,8 @@
 //! the shim v2 Task lifecycle, exit codes, CRI-format logs, reconnecting after the client
 //! goes away, and a shim that leaves nothing behind when it shuts down; ExecSync's exec'd
 //! processes: exit codes, raw output and its cap, and a timeout that kills the exec's
-//! whole process tree but not the container.
+//! whole process tree but not the container; the init holding a pod's PID namespace, which
+//! ends with its shim and takes the pod's processes with it.
 
 mod common;
 
@@ -232,6 +233,95 @@ fn a_failing_create_reports_runcs_error() {
         assert!(std::time::Instant::now() < deadline, "shim did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether process `pid` is dead: gone, or a zombie waiting for its new parent.
+fn dead(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit(')')
+                .next()
+                .unwrap()
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+#[test]
+fn the_pid_namespace_init_holds_the_pods_namespace_and_ends_with_the_shim() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = ShimManager::new(
+        Path::new(env!("CARGO_BIN_EXE_crius-shim")),
+        Path::new(RUNC),
+        dir.path(),
+    );
+    let pod = unique("pidns-pod");
+    let namespaces = PodNamespaces {
+        pid: true,
+        ..PodNamespaces::default()
+    };
+    let shim = manager.start(&pod, namespaces, None).unwrap();
+    let pids = shim.pids().unwrap();
+    let init = pids
+        .pid_namespace_init
+        .expect("the pod's pid namespace init");
+    let pod_namespace = std::fs::read_link(format!("/proc/{init}/ns/pid")).unwrap();
+    assert_ne!(
+        pod_namespace,
+        std::fs::read_link("/proc/self/ns/pid").unwrap()
+    );
+    // Without asking, a shim holds no PID namespace.
+    let other = unique("pidns-none");
+    let plain = manager
+        .start(&other, PodNamespaces::default(), None)
+        .unwrap();
+    assert_eq!(plain.pids().unwrap().pid_namespace_init, None);
+    plain.shutdown(false).unwrap();
+
+    // A container joining the pod's namespace by the init's pid.
+    let bundle = bundle(dir.path(), &["sleep", "1000"]);
+    let config = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    for namespace in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        if namespace["type"] == "pid" {
+            namespace["path"] = format!("/proc/{init}/ns/pid").into();
+        }
+    }
+    std::fs::write(&config, spec.to_string()).unwrap();
+    let container = unique("joined");
+    let pid = shim
+        .create(&container, &bundle, &dir.path().join("logs/joined.log"))
+        .unwrap();
+    shim.start(&container).unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
+        pod_namespace
+    );
+
+    // However the shim ends, its init follows, and the pod's processes with it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids.shim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut ended = false;
+    while !ended && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        ended = dead(pids.shim) && dead(init) && dead(pid);
+    }
+    // What runc kept of the container (its cgroup, its state) goes with runc, whatever
+    // the outcome.
+    let deleted = std::process::Command::new(RUNC)
+        .arg("--root")
+        .arg(manager.shim_dir(&pod).join("runc"))
+        .args(["delete", "--force", &container])
+        .status()
+        .unwrap();
+    assert!(ended, "the pod's processes outlived its shim");
+    assert!(deleted.success());
 }
 
 /// A shim with one running `sleep 1000` container, for the exec tests. A test that

@@ -43,6 +43,9 @@ enum Command {
         /// Give the pod its own IPC namespace.
         #[arg(long)]
         new_ipc: bool,
+        /// Give the pod its own PID namespace, shared by its containers.
+        #[arg(long)]
+        new_pid: bool,
         /// Give the pod its own UTS namespace, with this hostname.
         #[arg(long, value_name = "HOSTNAME")]
         hostname: Option<String>,
@@ -57,12 +60,14 @@ fn main() -> ExitCode {
         runtime,
         netns,
         new_ipc,
+        new_pid,
         hostname,
     } = Args::parse().command;
     let namespaces = PodNamespaces {
         network: netns,
         ipc: new_ipc,
         uts: hostname.is_some(),
+        pid: new_pid,
     };
     match start(ShimOptions {
         id,

@@ -78,6 +78,23 @@ impl Cri {
                 id: existing.id,
             });
         }
+        let mut container_config = translate_config(&config);
+        let pid_mode = &mut container_config
+            .linux
+            .security_context
+            .namespace_options
+            .pid;
+        if *pid_mode == runtime::NamespaceMode::Pod && sandbox.pid_namespace_init.is_none() {
+            // POD means "as the pod's containers": in a pod without a shared namespace
+            // (pid mode CONTAINER, which kubelet then asks of every container too, or a
+            // pod from before crius held shared ones) each container has its own.
+            *pid_mode = runtime::NamespaceMode::Container;
+        }
+        // Before anything is acquired: checks that need no rootfs.
+        runtime::check_host_propagation(&container_config.mounts, || {
+            std::fs::read_to_string(runtime::HOST_MOUNT_TABLE)
+        })?;
+        let target_pid_namespace = self.target_pid_namespace(&sandbox, &config)?;
         let id = new_id()?;
         tracing::Span::current().record("id", id.as_str());
         let mut rollback = Rollback::default();
@@ -105,7 +122,6 @@ impl Cri {
         });
 
         let volumes = self.mount_image_volumes(&config.mounts, &bundle, &mut rollback)?;
-        let mut container_config = translate_config(&config);
         for (mount, volume) in container_config.mounts.iter_mut().zip(&volumes) {
             if let Some(volume) = volume {
                 mount.host_path = volume.host_path.display().to_string();
@@ -158,7 +174,7 @@ impl Cri {
             host: &self.host,
             rootfs: &rootfs,
             cgroups_path: &cgroups_path,
-            target_pid_namespace: None,
+            target_pid_namespace: target_pid_namespace.as_deref(),
         })?;
         let spec_json = serde_json::to_vec_pretty(&spec).map_err(|err| CriError::Internal {
             what: "writing the OCI spec",
@@ -210,7 +226,7 @@ impl Cri {
                 .into_iter()
                 .collect::<BTreeMap<_, _>>(),
             log_path: log_path.display().to_string(),
-            mounts: config
+            mounts: container_config
                 .mounts
                 .iter()
                 .zip(volumes)
@@ -219,6 +235,7 @@ impl Cri {
                         container_path: mount.container_path.clone(),
                         host_path: volume.host_path.display().to_string(),
                         readonly: true,
+                        propagation: mount.propagation,
                         image: volume.image,
                         image_id: volume.image_id,
                     },
@@ -226,6 +243,7 @@ impl Cri {
                         container_path: mount.container_path.clone(),
                         host_path: mount.host_path.clone(),
                         readonly: mount.readonly,
+                        propagation: mount.propagation,
                         image: String::new(),
                         image_id: String::new(),
                     },
@@ -261,7 +279,9 @@ impl Cri {
                 network: namespace("net", !sandbox.host_network),
                 ipc: namespace("ipc", !sandbox.host_ipc),
                 uts: namespace("uts", !sandbox.host_network),
-                pid: None,
+                pid: sandbox
+                    .pid_namespace_init
+                    .map(|init| PathBuf::from(format!("/proc/{init}/ns/pid"))),
             },
             files: SandboxFiles {
                 hosts: Some(dir.join("hosts")),
@@ -270,6 +290,48 @@ impl Cri {
                 shm: (!sandbox.host_ipc).then(|| dir.join("shm")),
             },
         }
+    }
+
+    /// In TARGET pid mode (`kubectl debug --target`), the PID namespace of the target: a
+    /// running container of the same pod, as containerd requires.
+    fn target_pid_namespace(
+        &self,
+        sandbox: &SandboxRecord,
+        config: &api::ContainerConfig,
+    ) -> Result<Option<PathBuf>, CriError> {
+        const FIELD: &str = "config.linux.security_context.namespace_options.target_id";
+        let Some(options) = config
+            .linux
+            .as_ref()
+            .and_then(|linux| linux.security_context.as_ref())
+            .and_then(|security| security.namespace_options.as_ref())
+            .filter(|options| options.pid == api::NamespaceMode::Target as i32)
+        else {
+            return Ok(None);
+        };
+        if options.target_id.is_empty() {
+            return Err(CriError::invalid(FIELD, "is required in TARGET pid mode"));
+        }
+        let target = self
+            .containers
+            .find(&options.target_id)?
+            .filter(|target| target.sandbox_id == sandbox.id)
+            .ok_or_else(|| {
+                CriError::invalid(
+                    FIELD,
+                    format!(
+                        "{:?} is not a container of pod sandbox {}",
+                        options.target_id, sandbox.id
+                    ),
+                )
+            })?;
+        if !target.is_running() {
+            return Err(CriError::FailedPrecondition(format!(
+                "target container {} is not running: its pid namespace cannot be joined",
+                target.id
+            )));
+        }
+        Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", target.pid))))
     }
 
     /// The sandbox's containers.
@@ -294,12 +356,6 @@ fn translate_config(config: &api::ContainerConfig) -> runtime::ContainerConfig {
         _ => runtime::NamespaceMode::Container,
     };
     let options = security.namespace_options.clone().unwrap_or_default();
-    // A pod-wide pid namespace is not held yet (see RunPodSandbox): POD means the
-    // container's own, as CONTAINER does.
-    let pid_mode = match namespace_mode(options.pid) {
-        runtime::NamespaceMode::Pod => runtime::NamespaceMode::Container,
-        other => other,
-    };
     let capabilities = security.capabilities.clone().unwrap_or_default();
     let non_empty = |paths: &Vec<String>| (!paths.is_empty()).then(|| paths.clone());
     runtime::ContainerConfig {
@@ -380,7 +436,7 @@ fn translate_config(config: &api::ContainerConfig) -> runtime::ContainerConfig {
                 privileged: security.privileged,
                 namespace_options: runtime::NamespaceOption {
                     network: namespace_mode(options.network),
-                    pid: pid_mode,
+                    pid: namespace_mode(options.pid),
                     ipc: namespace_mode(options.ipc),
                 },
                 selinux_label: None,

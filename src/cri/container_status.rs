@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use super::api::{
     Container, ContainerMetadata, ContainerState as CriContainerState, ContainerStatus,
     ContainerStatusRequest, ContainerStatusResponse, ImageSpec, ListContainersRequest,
-    ListContainersResponse, Mount,
+    ListContainersResponse, Mount, MountPropagation as CriPropagation,
 };
 use super::{Cri, CriError};
+use crate::runtime::MountPropagation;
 use crate::store::{ContainerRecord, ContainerState};
 
 impl Cri {
@@ -59,6 +60,15 @@ impl Cri {
                             image_ref: mount.image_id.clone(),
                             ..ImageSpec::default()
                         }),
+                        propagation: match mount.propagation {
+                            MountPropagation::Private => CriPropagation::PropagationPrivate,
+                            MountPropagation::HostToContainer => {
+                                CriPropagation::PropagationHostToContainer
+                            }
+                            MountPropagation::Bidirectional => {
+                                CriPropagation::PropagationBidirectional
+                            }
+                        } as i32,
                         ..Mount::default()
                     })
                     .collect(),

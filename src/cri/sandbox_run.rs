@@ -1,6 +1,7 @@
-//! RunPodSandbox: a pod's namespaces (held by its shim, no pause image), hostname, DNS
-//! and hosts files and shared /dev/shm, recorded as READY. Every acquired resource is
-//! rolled back when a later step fails.
+//! RunPodSandbox: a pod's namespaces (held by its shim, no pause image; the shared PID
+//! namespace by an init the shim clones), hostname, DNS and hosts files and shared
+//! /dev/shm, recorded as READY. Every acquired resource is rolled back when a later step
+//! fails.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -17,6 +18,7 @@ use super::{new_id, now_ns, Cri, CriError};
 use crate::network::{PortMapping, Protocol};
 use crate::runtime::{hosts_file, resolv_conf, DnsConfig};
 use crate::shim::daemon::PodNamespaces;
+use crate::shim::manager::ShimPids;
 use crate::snapshot::rootfs::unmount;
 use crate::store::{SandboxRecord, SandboxState};
 
@@ -123,6 +125,7 @@ impl Cri {
             network: netns,
             ipc: !modes.host_ipc,
             uts: !modes.host_network,
+            pid: modes.pod_pid,
         };
         let shim = self
             .shims
@@ -136,7 +139,10 @@ impl Cri {
         rollback.push("the pod's shim", move || {
             stopping.shutdown(true).map_err(|err| err.to_string())
         });
-        let shim_pid = shim.pid()?;
+        let ShimPids {
+            shim: shim_pid,
+            pid_namespace_init,
+        } = shim.pids()?;
 
         let linux = config.linux.clone().unwrap_or_default();
         let record = SandboxRecord {
@@ -153,6 +159,7 @@ impl Cri {
             host_network: modes.host_network,
             host_ipc: modes.host_ipc,
             host_pid: modes.host_pid,
+            pid_namespace_init,
             log_directory: config.log_directory,
             runtime_handler: request.runtime_handler,
             cgroup_parent: linux.cgroup_parent,
@@ -169,11 +176,15 @@ impl Cri {
     }
 }
 
-/// Which of the pod's namespaces are the node's.
+/// Which of the pod's namespaces are the node's, and whether its containers share one
+/// PID namespace.
 struct NamespaceModes {
     host_network: bool,
     host_ipc: bool,
     host_pid: bool,
+    /// POD pid mode (the protobuf default): one PID namespace for the pod's containers.
+    /// CONTAINER gives each its own.
+    pod_pid: bool,
 }
 
 fn namespace_modes(config: &PodSandboxConfig) -> Result<NamespaceModes, CriError> {
@@ -184,14 +195,17 @@ fn namespace_modes(config: &PodSandboxConfig) -> Result<NamespaceModes, CriError
         .and_then(|security| security.namespace_options.clone())
         .unwrap_or_default();
     let node = NamespaceMode::Node as i32;
-    if options.pid == NamespaceMode::Pod as i32 {
-        // POD is the protobuf default, so every pod without explicit options asks for it.
-        tracing::warn!("a pid namespace shared by the pod's containers is not supported yet: each container gets its own");
+    if options.pid == NamespaceMode::Target as i32 {
+        return Err(CriError::invalid(
+            "config.linux.security_context.namespace_options.pid",
+            "TARGET names a container to share with: it applies to containers, not pods",
+        ));
     }
     Ok(NamespaceModes {
         host_network: options.network == node,
         host_ipc: options.ipc == node,
         host_pid: options.pid == node,
+        pod_pid: options.pid == NamespaceMode::Pod as i32,
     })
 }
 

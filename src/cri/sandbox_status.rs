@@ -61,6 +61,8 @@ impl Cri {
                             network: node(sandbox.host_network),
                             pid: if sandbox.host_pid {
                                 NamespaceMode::Node
+                            } else if sandbox.pid_namespace_init.is_some() {
+                                NamespaceMode::Pod
                             } else {
                                 NamespaceMode::Container
                             } as i32,

@@ -68,8 +68,8 @@ pub struct KeyValue {
     pub value: String,
 }
 
-/// CRI `MountPropagation`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// CRI `MountPropagation`; serialisable so that container records can keep it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MountPropagation {
     /// `rprivate`.
     #[default]

@@ -51,6 +51,7 @@ pub use input::{
     SandboxContext, SandboxFiles, SandboxNamespaces, SeccompProfile, SupplementalGroupsPolicy,
     DEFAULT_NOFILE_RLIMIT,
 };
+pub use mounts::{check_host_propagation, HOST_MOUNT_TABLE};
 pub use sandbox_files::{hosts_file, resolv_conf};
 
 /// The OCI runtime-spec version the specs declare: the one runc 1.1 implements, so every
@@ -148,6 +149,22 @@ pub enum SpecError {
     InvalidResource { field: &'static str, value: String },
     #[error("cannot read seccomp profile {}: {source}", path.display())]
     SeccompProfileRead { path: PathBuf, source: io::Error },
+    #[error(
+        "cannot read the host's mount table {}: {source}",
+        mounts::HOST_MOUNT_TABLE
+    )]
+    MountTable { source: io::Error },
+    #[error(
+        "mounts[{index}].propagation: host path {} is mounted on {}, which is not {wanted} mount \
+         (`mount --make-rshared {}` makes it one)",
+        path.display(), mount_point.display(), mount_point.display()
+    )]
+    MountNotPropagating {
+        index: usize,
+        path: PathBuf,
+        mount_point: PathBuf,
+        wanted: &'static str,
+    },
     #[error("invalid seccomp profile {}: {source}", path.display())]
     SeccompProfileParse {
         path: PathBuf,

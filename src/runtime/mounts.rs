@@ -16,7 +16,13 @@
 //!   path is an error").
 //! - `rslave`/`rshared` mounts need the rootfs to propagate too, so [`rootfs_propagation`]
 //!   asks for the weakest propagation that carries them.
+//! - A bind mount propagates only what the host's mount of its source propagates: an
+//!   `rshared` source must be on a shared mount, an `rslave` one on a shared or slave
+//!   mount, else the container would silently see nothing come or go.
+//!   [`check_host_propagation`] refuses such a request, as containerd does (kubelet makes
+//!   its volume directories shared).
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Mount as OciMount, MountBuilder};
@@ -61,6 +67,103 @@ pub(super) fn rootfs_propagation(cri_mounts: &[Mount]) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Where the kernel lists the mounts this process sees, for [`check_host_propagation`].
+pub const HOST_MOUNT_TABLE: &str = "/proc/self/mountinfo";
+
+/// Checks that the host mount of each `HostToContainer` or `Bidirectional` mount's source
+/// propagates what the mount promises (see the module header). `read_mount_table` returns
+/// the host's mount table in `/proc/<pid>/mountinfo` form ([`HOST_MOUNT_TABLE`]); it is
+/// called only when such a mount is requested.
+pub fn check_host_propagation(
+    cri_mounts: &[Mount],
+    read_mount_table: impl FnOnce() -> io::Result<String>,
+) -> Result<(), SpecError> {
+    if cri_mounts
+        .iter()
+        .all(|m| m.propagation == MountPropagation::Private)
+    {
+        return Ok(());
+    }
+    let table = read_mount_table().map_err(|source| SpecError::MountTable { source })?;
+    for (index, requested) in cri_mounts.iter().enumerate() {
+        let (wanted, accepted): (&str, &[&str]) = match requested.propagation {
+            MountPropagation::Private => continue,
+            MountPropagation::HostToContainer => ("a shared or slave", &["shared:", "master:"]),
+            MountPropagation::Bidirectional => ("a shared", &["shared:"]),
+        };
+        let path = std::fs::canonicalize(&requested.host_path).map_err(|source| {
+            SpecError::MountHostPath {
+                index,
+                path: PathBuf::from(&requested.host_path),
+                source,
+            }
+        })?;
+        let (mount_point, tags) = host_mount_of(&table, &path).unwrap_or_default();
+        if !tags
+            .iter()
+            .any(|tag| accepted.iter().any(|prefix| tag.starts_with(prefix)))
+        {
+            return Err(SpecError::MountNotPropagating {
+                index,
+                path,
+                mount_point,
+                wanted,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The mount of `table` that holds `path`: its mount point and optional fields (the
+/// propagation tags `shared:N`, `master:N`…). The deepest mount point wins and, among
+/// mounts stacked on one point, the last listed, which is the one on top.
+fn host_mount_of<'t>(table: &'t str, path: &Path) -> Option<(PathBuf, Vec<&'t str>)> {
+    let mut found: Option<(PathBuf, Vec<&str>)> = None;
+    for line in table.lines() {
+        // id parent major:minor root mount-point options [optional...] - type source super
+        let mut fields = line.split(' ');
+        let Some(mount_point) = fields.nth(4).map(unescape_mount_point) else {
+            continue;
+        };
+        if !path.starts_with(&mount_point) {
+            continue;
+        }
+        let deeper = found
+            .as_ref()
+            .is_none_or(|(best, _)| mount_point.components().count() >= best.components().count());
+        if deeper {
+            let tags = fields.skip(1).take_while(|field| *field != "-").collect();
+            found = Some((mount_point, tags));
+        }
+    }
+    found
+}
+
+/// A mountinfo path: the kernel writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mount_point(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut path = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|digits| bytes[i] == b'\\' && digits.iter().all(|d| (b'0'..=b'7').contains(d)))
+            .and_then(|digits| u8::from_str_radix(std::str::from_utf8(digits).ok()?, 8).ok());
+        match octal {
+            Some(byte) => {
+                path.push(byte);
+                i += 4;
+            }
+            None => {
+                path.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(path))
 }
 
 fn default_mounts(plan: &MountPlan<'_>) -> Result<Vec<OciMount>, SpecError> {
@@ -428,6 +531,84 @@ mod tests {
         let err = container_mounts(&plan(&requested, &files)).unwrap_err();
         assert!(matches!(err, SpecError::MountHostPath { index: 1, .. }));
         assert!(err.to_string().contains("mounts[1].host_path"), "{err}");
+    }
+
+    #[test]
+    fn the_host_mount_of_a_path_is_the_deepest_and_topmost() {
+        let table = "\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+40 27 0:40 / /vol rw,relatime shared:7 - tmpfs tmpfs rw
+41 40 0:41 / /vol/in rw master:7 propagate_from:2 - tmpfs tmpfs rw
+42 27 0:42 / /with\\040space rw shared:9 - tmpfs tmpfs rw
+43 40 0:43 / /vol rw,relatime - tmpfs tmpfs rw
+";
+        let of = |path: &str| host_mount_of(table, Path::new(path)).unwrap();
+        assert_eq!(of("/etc/x"), (PathBuf::from("/"), vec!["shared:1"]));
+        assert_eq!(
+            of("/vol/in/x"),
+            (
+                PathBuf::from("/vol/in"),
+                vec!["master:7", "propagate_from:2"]
+            )
+        );
+        // /vol/inner is not under /vol/in; the private mount stacked last on /vol is on top.
+        assert_eq!(of("/vol/inner"), (PathBuf::from("/vol"), vec![]));
+        assert_eq!(
+            of("/with space/a"),
+            (PathBuf::from("/with space"), vec!["shared:9"])
+        );
+    }
+
+    #[test]
+    fn propagating_mounts_need_a_host_mount_that_propagates() {
+        let host = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(host.path()).unwrap();
+        for dir in ["shared", "slave", "private"] {
+            std::fs::create_dir(root.join(dir)).unwrap();
+        }
+        let table = format!(
+            "1 0 8:1 / / rw - ext4 /dev/sda rw\n\
+             2 1 0:40 / {0}/shared rw shared:7 - tmpfs tmpfs rw\n\
+             3 1 0:41 / {0}/slave rw master:7 - tmpfs tmpfs rw\n",
+            root.display()
+        );
+        let mount = |dir: &str, propagation| Mount {
+            container_path: format!("/{dir}"),
+            host_path: root.join(dir).display().to_string(),
+            propagation,
+            ..Default::default()
+        };
+        let check = |mounts: &[Mount]| check_host_propagation(mounts, || Ok(table.clone()));
+        use MountPropagation::*;
+        check(&[
+            mount("shared", Bidirectional),
+            mount("shared", HostToContainer),
+            mount("slave", HostToContainer),
+            mount("private", Private),
+        ])
+        .unwrap();
+
+        let err = check(&[mount("shared", Private), mount("slave", Bidirectional)]).unwrap_err();
+        assert!(
+            matches!(err, SpecError::MountNotPropagating { index: 1, .. }),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("mounts[1].propagation"), "{message}");
+        assert!(message.contains("not a shared mount"), "{message}");
+        let err = check(&[mount("private", HostToContainer)]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is mounted on /, which is not a shared or slave mount"),
+            "{err}"
+        );
+
+        // Without a propagating mount, the table is not even read.
+        check_host_propagation(&[mount("private", Private)], || -> io::Result<String> {
+            panic!("read the mount table")
+        })
+        .unwrap();
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! soon as the shim serves its socket, printing the socket's address (the shim v2 start
 //! protocol). The forked shim starts a new session, so it belongs to no terminal and
 //! survives criusd; its parent exits, so it is re-parented away from criusd and criusd
-//! never has to reap it.
+//! never has to reap it. A pod with its own PID namespace gets it from the shim, which
+//! clones the namespace's init (see [`super::pid_namespace`]) and stops it on its way out.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -17,6 +18,7 @@ use containerd_shim_protos::ttrpc::Server;
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, sethostname, setsid, ForkResult};
 
+use super::pid_namespace::PidNamespaceInit;
 use super::reaper::Reaper;
 use super::runc::{dev_null, Runc};
 use super::task::TaskService;
@@ -46,6 +48,10 @@ pub struct PodNamespaces {
     pub network: Option<PathBuf>,
     pub ipc: bool,
     pub uts: bool,
+    /// A PID namespace shared by the pod's containers, held by an init the shim clones
+    /// (a PID namespace cannot be entered by the shim itself: `unshare` moves only its
+    /// future children into one).
+    pub pid: bool,
 }
 
 /// Forks the shim and returns, in the parent, once it serves (or failed to). The caller
@@ -153,11 +159,22 @@ fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), Sh
     dup2_stdout(log.as_fd()).map_err(sys("redirect stdout"))?;
     dup2_stderr(log.as_fd()).map_err(sys("redirect stderr"))?;
 
+    // Cloned while the shim is still single-threaded, as the init needs.
+    let pid_namespace = if options.namespaces.pid {
+        Some(PidNamespaceInit::start(&options.dir)?)
+    } else {
+        None
+    };
     // Before any thread: the reaper blocks SIGCHLD for every thread spawned after it.
     let reaper = Reaper::start()?;
     let (shutdown_sender, shutdown) = mpsc::channel();
     let runc = Runc::new(&options.runtime, &options.dir.join("runc"));
-    let service = TaskService::new(runc, reaper, shutdown_sender);
+    let service = TaskService::new(
+        runc,
+        reaper.clone(),
+        shutdown_sender,
+        pid_namespace.as_ref().map(PidNamespaceInit::pid),
+    );
     let socket = &options.socket;
     let _ = std::fs::remove_file(socket);
     let address = format!("unix://{}", socket.display());
@@ -178,6 +195,9 @@ fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), Sh
     drop(ready);
     let _ = shutdown.recv();
     server.shutdown();
+    if let Some(init) = pid_namespace {
+        init.stop(&reaper);
+    }
     let _ = std::fs::remove_file(socket);
     Ok(())
 }

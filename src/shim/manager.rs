@@ -69,6 +69,15 @@ pub struct ExecOutput {
     pub timed_out: bool,
 }
 
+/// The processes of a shim whose `/proc/<pid>/ns/*` are its pod's namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShimPids {
+    /// The shim: the pod's network, IPC and UTS namespaces.
+    pub shim: u32,
+    /// Pid 1 of the pod's shared PID namespace; none without one.
+    pub pid_namespace_init: Option<u32>,
+}
+
 /// A container's exit as the shim reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitStatus {
@@ -144,6 +153,9 @@ impl ShimManager {
         }
         if namespaces.ipc {
             command.arg("--new-ipc");
+        }
+        if namespaces.pid {
+            command.arg("--new-pid");
         }
         if let (true, Some(hostname)) = (namespaces.uts, hostname) {
             command.arg("--hostname").arg(hostname);
@@ -245,13 +257,18 @@ impl Shim {
         Ok(())
     }
 
-    /// The shim's process id: its `/proc/<pid>/ns/*` are the pod's namespaces.
-    pub fn pid(&self) -> Result<u32, ShimError> {
+    /// The processes that hold the pod's namespaces.
+    pub fn pids(&self) -> Result<ShimPids, ShimError> {
         let response = self
             .client
             .connect(deadline(), &ConnectRequest::default())
             .map_err(|err| self.error(err))?;
-        Ok(response.shim_pid)
+        Ok(ShimPids {
+            shim: response.shim_pid,
+            // The Task API's "task pid" of a shim: its pod's init, as a pause container's
+            // would be.
+            pid_namespace_init: (response.task_pid != 0).then_some(response.task_pid),
+        })
     }
 
     /// Creates container `id` from the OCI bundle at `bundle`; its output goes to the CRI

@@ -9,6 +9,7 @@
 //! - [`runc`]: containers run through an OCI runtime binary with a private `--root`.
 //! - [`cri_log`]: container output written in the CRI log format.
 //! - [`daemon`]: `crius-shim start`: fork the shim daemon, bind its socket, serve.
+//! - [`pid_namespace`]: the init that holds a pod's shared PID namespace.
 //!
 //! The daemon side:
 //! - [`manager`]: starts shims, connects (and reconnects after a criusd restart) to them.
@@ -16,6 +17,7 @@
 pub mod cri_log;
 pub mod daemon;
 pub mod manager;
+pub mod pid_namespace;
 pub mod reaper;
 pub mod runc;
 pub mod task;

@@ -10,16 +10,20 @@
 //! `exec` → CREATED (only in a RUNNING container) → `start` (`runc exec --detach`) →
 //! RUNNING → (exit) → STOPPED → `delete` → gone. A running exec is not deleted
 //! (FailedPrecondition). As in containerd, a container is deleted once its init has
-//! stopped whatever its execs do: with its own pid namespace they died with the init, and
-//! otherwise `runc delete --force` kills what is left in the container; their records go
-//! with the container. `kill` with `all` of an exec signals the exec'd process and all its
-//! descendants (see [`signal_tree`]), so that an ExecSync timeout ends what the exec
-//! started without touching the rest of the container.
+//! stopped whatever its execs do; their records go with the container. `kill` with `all`
+//! of an exec signals the exec'd process and all its descendants (see [`signal_tree`]),
+//! so that an ExecSync timeout ends what the exec started without touching the rest of
+//! the container.
+//!
+//! A container is over when its init exits. With a PID namespace of its own, the kernel
+//! then kills the rest of its processes; in a namespace it shares (the pod's, the node's,
+//! another container's) nothing would, so the shim kills them before it reports the exit
+//! (containerd's `ShouldKillAllOnExit`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -70,6 +74,9 @@ struct Container {
     copiers: Vec<std::thread::JoinHandle<()>>,
     /// The init's output streams still being copied into the log.
     streams: Arc<OpenStreams>,
+    /// Whether its spec gives it a PID namespace of its own, so that its processes end
+    /// with its init.
+    owns_pid_namespace: bool,
     /// Its exec'd processes by exec id.
     execs: HashMap<String, ExecProcess>,
 }
@@ -121,16 +128,24 @@ pub struct TaskService {
     exited: Condvar,
     /// Tells the shim's main thread to exit (sent by `shutdown`).
     shutdown: Mutex<Sender<()>>,
+    /// Pid 1 of the pod's shared PID namespace, when the pod has one.
+    pid_namespace_init: Option<u32>,
 }
 
 impl TaskService {
-    pub fn new(runc: Runc, reaper: Arc<Reaper>, shutdown: Sender<()>) -> Arc<TaskService> {
+    pub fn new(
+        runc: Runc,
+        reaper: Arc<Reaper>,
+        shutdown: Sender<()>,
+        pid_namespace_init: Option<u32>,
+    ) -> Arc<TaskService> {
         let service = Arc::new(TaskService {
             runc,
             reaper: reaper.clone(),
             state: Mutex::new(State::default()),
             exited: Condvar::new(),
             shutdown: Mutex::new(shutdown),
+            pid_namespace_init,
         });
         let monitor = Arc::downgrade(&service);
         let exits = reaper.subscribe();
@@ -148,23 +163,31 @@ impl TaskService {
         service
     }
 
-    /// Records an exit. A container's init exit is recorded once its output has reached
-    /// the log (bounded wait, on a thread of its own), so that whoever sees the exit can
-    /// read all of the output.
+    /// Records an exit. A container's init exit is recorded once the container's other
+    /// processes are killed (when they would outlive it) and its output has reached the
+    /// log (bounded wait), on a thread of its own, so that whoever sees the exit can read
+    /// all of the output and finds nothing of the container still running.
     fn record_exit(service: &Arc<TaskService>, exit: Exit) {
-        let streams = service
+        let ended = service
             .lock()
             .containers
-            .values()
-            .find(|container| container.pid == exit.pid && container.exit.is_none())
-            .map(|container| container.streams.clone());
-        match streams {
-            Some(streams) => {
+            .iter()
+            .find(|(_, container)| container.pid == exit.pid && container.exit.is_none())
+            .map(|(id, container)| {
+                let leftovers =
+                    (!container.owns_pid_namespace).then(|| (id.clone(), container.bundle.clone()));
+                (leftovers, container.streams.clone())
+            });
+        match ended {
+            Some((leftovers, streams)) => {
                 let waiting = service.clone();
                 let drained =
                     std::thread::Builder::new()
                         .name("exit-drain".into())
                         .spawn(move || {
+                            if let Some((id, bundle)) = leftovers {
+                                waiting.kill_leftovers(&id, &bundle);
+                            }
                             streams.wait(OUTPUT_DRAIN_TIMEOUT);
                             waiting.claim_exit(exit);
                         });
@@ -174,6 +197,17 @@ impl TaskService {
                 }
             }
             None => service.claim_exit(exit),
+        }
+    }
+
+    /// Kills what is left of container `id` after its init exited in a PID namespace it
+    /// shares: nothing else would end those processes.
+    fn kill_leftovers(&self, id: &str, bundle: &Path) {
+        if let Err(err) = self
+            .runc
+            .kill(&self.reaper, id, bundle, Signal::SIGKILL as u32, true)
+        {
+            eprintln!("cannot kill what is left of container {id} after its exit: {err}");
         }
     }
 
@@ -245,6 +279,7 @@ impl TaskService {
         let pid = self
             .runc
             .create(&self.reaper, &request.id, &bundle, stdio)?;
+        let owns_pid_namespace = owns_pid_namespace(&bundle);
         self.lock().containers.insert(
             request.id.clone(),
             Container {
@@ -255,6 +290,7 @@ impl TaskService {
                 log,
                 copiers,
                 streams,
+                owns_pid_namespace,
                 execs: HashMap::new(),
             },
         );
@@ -713,6 +749,7 @@ impl Task for TaskService {
     fn connect(&self, _: &TtrpcContext, _: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
         Ok(ConnectResponse {
             shim_pid: std::process::id(),
+            task_pid: self.pid_namespace_init.unwrap_or(0),
             version: env!("CARGO_PKG_VERSION").to_string(),
             ..ConnectResponse::default()
         })
@@ -747,6 +784,24 @@ pub fn check_exec_id(exec_id: &str) -> Result<(), ShimError> {
         )));
     }
     Ok(())
+}
+
+/// Whether the spec in `bundle` asks for a new PID namespace. Unreadable, it counts as
+/// shared, as containerd counts it: killing leftovers that do not exist costs nothing.
+fn owns_pid_namespace(bundle: &Path) -> bool {
+    let spec = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    let Some(spec) = spec else {
+        return false;
+    };
+    spec["linux"]["namespaces"]
+        .as_array()
+        .is_some_and(|namespaces| {
+            namespaces.iter().any(|namespace| {
+                namespace["type"] == "pid" && namespace["path"].as_str().is_none_or(str::is_empty)
+            })
+        })
 }
 
 /// Checks what runc cannot report clearly: that `process` is a JSON object with a

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::records::Record;
+use crate::runtime::MountPropagation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContainerState {
@@ -25,6 +26,8 @@ pub struct MountRecord {
     pub container_path: String,
     pub host_path: String,
     pub readonly: bool,
+    #[serde(default)]
+    pub propagation: MountPropagation,
     /// For an image volume: the image as requested, and its id.
     #[serde(default)]
     pub image: String,

@@ -37,6 +37,11 @@ pub struct SandboxRecord {
     pub host_network: bool,
     pub host_ipc: bool,
     pub host_pid: bool,
+    /// Pid 1 of the pod's shared PID namespace, a child of the shim that outlives criusd
+    /// as the shim does: containers in POD pid mode join its `/proc/<pid>/ns/pid`. None
+    /// when the pod's pid mode is NODE or CONTAINER.
+    #[serde(default)]
+    pub pid_namespace_init: Option<u32>,
     pub log_directory: String,
     pub runtime_handler: String,
     pub cgroup_parent: String,

@@ -62,6 +62,18 @@ pub fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerC
     }
 }
 
+/// `config` made privileged (all capabilities, no seccomp: it may mount and ptrace).
+pub fn privileged(mut config: ContainerConfig) -> ContainerConfig {
+    config.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            privileged: true,
+            ..LinuxContainerSecurityContext::default()
+        }),
+        ..LinuxContainerConfig::default()
+    });
+    config
+}
+
 pub async fn run_pod(client: &mut CriClient, config: &PodSandboxConfig) -> String {
     client
         .runtime
@@ -166,6 +178,13 @@ pub async fn exec(client: &mut CriClient, id: &str, cmd: &[&str]) -> (i32, Strin
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Runs `cmd` in the container and returns its stdout; panics unless it exits 0.
+pub async fn exec_ok(client: &mut CriClient, id: &str, cmd: &[&str]) -> String {
+    let (code, stdout, stderr) = exec(client, id, cmd).await;
+    assert_eq!(code, 0, "{cmd:?} in {id}: {stderr}");
+    stdout
 }
 
 /// The pod's status (verbose, so `info` carries the shim pid).
