@@ -133,7 +133,7 @@ impl PodNetwork {
         match &outcome {
             Some(reason) => tracing::warn!("pod network not ready: {reason}"),
             None => {
-                tracing::info!(bridge = %self.bridge, subnets = ?self.subnet_list(), "pod network ready")
+                tracing::info!(bridge = %self.bridge, subnets = %self.subnet_list().iter().map(Subnet::to_string).collect::<Vec<_>>().join(", "), "pod network ready")
             }
         }
         *self.lock_not_ready() = outcome;
