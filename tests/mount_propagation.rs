@@ -250,13 +250,6 @@ async fn a_propagating_volume_on_a_private_host_mount_is_refused() {
             err.message()
         );
     }
-    assert!(client
-        .runtime
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .is_empty());
+    assert!(list_containers(&mut client).await.is_empty());
     remove_pod(&mut client, &pod).await;
 }

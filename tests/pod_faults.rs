@@ -12,26 +12,6 @@ use crius::cri::api::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-async fn list_pods(client: &mut crius::cri::client::CriClient) -> Vec<PodSandbox> {
-    client
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-}
-
-async fn list_containers(client: &mut crius::cri::client::CriClient) -> Vec<Container> {
-    client
-        .runtime
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_pods_keep_running_through_a_sigkilled_daemon() {
     let registry = Registry::start();
@@ -93,19 +73,9 @@ async fn a_killed_shim_marks_its_containers_exited_and_the_pod_still_removes_cle
     let info: serde_json::Value =
         serde_json::from_str(&pod_status(&mut client, &pod).await.info["info"]).unwrap();
     let shim_pid = info["pid"].as_u64().unwrap() as i32;
-    let container_pid = {
-        let verbose = client
-            .runtime
-            .container_status(ContainerStatusRequest {
-                container_id: container.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
-        info["pid"].as_u64().unwrap() as i32
-    };
+    let container_pid = container_info(&mut client, &container).await["pid"]
+        .as_u64()
+        .unwrap() as i32;
 
     kill(Pid::from_raw(shim_pid), Signal::SIGKILL).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -104,14 +104,7 @@ async fn a_pod_runs_a_container_that_exits_and_logs() {
     assert!(listed.items.is_empty());
 
     remove_pod(&mut client, &pod).await;
-    assert!(client
-        .runtime
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .is_empty());
+    assert!(list_containers(&mut client).await.is_empty());
     let err = client
         .runtime
         .pod_sandbox_status(PodSandboxStatusRequest {

@@ -103,12 +103,7 @@ impl Cri {
         let layer = self.layer_dir(&id);
         let bundle = self.bundle_dir(&id);
         let rootfs = bundle.join("rootfs");
-        let lowers = image
-            .layers
-            .iter()
-            .rev()
-            .map(|layer| self.images.snapshot_path(&layer.chain_id))
-            .collect::<Result<Vec<PathBuf>, _>>()?;
+        let lowers = self.images.image_lowers(&image)?;
         for dir in [layer.clone(), bundle.clone()] {
             let removed = dir.clone();
             rollback.push("a container directory", move || {

@@ -64,12 +64,7 @@ impl Cri {
                     ),
                 )
             })?;
-            let lowers = image
-                .layers
-                .iter()
-                .rev()
-                .map(|layer| self.images.snapshot_path(&layer.chain_id))
-                .collect::<Result<Vec<PathBuf>, _>>()?;
+            let lowers = self.images.image_lowers(&image)?;
             let target = bundle.join("volumes").join(index.to_string());
             mount_read_only(&lowers, &target)?;
             let mounted = target.clone();

@@ -168,6 +168,17 @@ impl ImageManager {
         Ok(self.snapshots.path(chain_id)?)
     }
 
+    /// The image's filesystem as overlay lower directories: its layers' snapshots,
+    /// topmost first.
+    pub fn image_lowers(&self, image: &ImageRecord) -> Result<Vec<PathBuf>, ImageError> {
+        image
+            .layers
+            .iter()
+            .rev()
+            .map(|layer| self.snapshot_path(&layer.chain_id))
+            .collect()
+    }
+
     /// The image's config blob, as the registry served it.
     pub async fn config_bytes(&self, image: &ImageRecord) -> Result<Vec<u8>, ImageError> {
         Ok(self.content.read(&image.id).await?)

@@ -216,3 +216,39 @@ pub async fn run_pod_with(
     start(client, &id).await;
     (pod, id)
 }
+
+/// Every pod the daemon lists.
+pub async fn list_pods(client: &mut CriClient) -> Vec<PodSandbox> {
+    client
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+}
+
+/// Every container the daemon lists.
+pub async fn list_containers(client: &mut CriClient) -> Vec<Container> {
+    client
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+}
+
+/// The `info` JSON of the container's verbose status (pid, OCI spec, …).
+pub async fn container_info(client: &mut CriClient, id: &str) -> serde_json::Value {
+    let verbose = client
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    serde_json::from_str(&verbose.info["info"]).unwrap()
+}
