@@ -105,7 +105,12 @@ impl Cri {
             .network
             .subnet()
             .map_err(|reason| CriError::invalid("network.subnet", reason))?;
-        let network = Arc::new(PodNetwork::new(&config.network, subnet, &config.state));
+        let network = Arc::new(PodNetwork::new(
+            &config.network,
+            subnet,
+            &config.state,
+            &config.root,
+        ));
         let preparing = network.clone();
         tokio::task::spawn_blocking(move || preparing.prepare())
             .await
