@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::pods::*;
@@ -14,55 +13,6 @@ use common::registry::Registry;
 use common::{images, pull_image, Daemon};
 use crius::cri::api::*;
 use tonic::Code;
-
-/// busybox httpd serving `text` on port 8080 in the container.
-fn http_server(text: &str) -> Vec<String> {
-    vec![
-        "sh".into(),
-        "-c".into(),
-        format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www"),
-    ]
-}
-
-fn argv(command: &[String]) -> Vec<&str> {
-    command.iter().map(String::as_str).collect()
-}
-
-fn pod_ip(status: &PodSandboxStatusResponse) -> Ipv4Addr {
-    let ip = &status.status.as_ref().unwrap().network.as_ref().unwrap().ip;
-    ip.parse().unwrap_or_else(|_| panic!("pod IP {ip:?}"))
-}
-
-/// GET / on `addr`, retried while the server starts.
-fn http_get(addr: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let attempt = (|| -> std::io::Result<String> {
-            let mut stream = TcpStream::connect(addr)?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer)?;
-            Ok(answer)
-        })();
-        match attempt {
-            Ok(answer) if answer.contains("200 OK") => return answer,
-            other => {
-                assert!(Instant::now() < deadline, "GET {addr}: {other:?}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
-/// A TCP port free on all addresses now.
-fn free_port() -> u16 {
-    TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_get_addresses_and_reach_each_other_and_the_host_reaches_them() {
@@ -303,7 +253,7 @@ async fn an_exhausted_subnet_fails_naming_it_and_leaves_nothing() {
         &format!("[registries.\"{}\"]\ninsecure = true\n", registry.addr()),
         |network| {
             format!(
-                "[network]\nbridge = \"{}\"\nsubnet = \"{}\"\n",
+                "[network]\nmode = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\n",
                 network.bridge(),
                 network.subnet().replace("0/24", "0/30")
             )

@@ -1,8 +1,10 @@
 //! Pods and containers as kubelet drives them, for the tests that need some: a daemon
-//! with busybox pulled, pod and container configs, and the RPC sequences with the
-//! assertions every caller would repeat.
+//! with busybox pulled, pod and container configs, the RPC sequences with the
+//! assertions every caller would repeat, and HTTP traffic to and from pods.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use crius::cri::api::*;
@@ -196,4 +198,55 @@ pub async fn run_pod_with(
         .unwrap();
     start(client, &id).await;
     (pod, id)
+}
+
+/// busybox httpd serving `text` on port 8080 in the container.
+pub fn http_server(text: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www"),
+    ]
+}
+
+/// A command built as `String`s, as `run_pod_with` and `exec` take it.
+pub fn argv(command: &[String]) -> Vec<&str> {
+    command.iter().map(String::as_str).collect()
+}
+
+/// The address PodSandboxStatus reports.
+pub fn pod_ip(status: &PodSandboxStatusResponse) -> Ipv4Addr {
+    let ip = &status.status.as_ref().unwrap().network.as_ref().unwrap().ip;
+    ip.parse().unwrap_or_else(|_| panic!("pod IP {ip:?}"))
+}
+
+/// GET / on `addr`, retried while the server starts.
+pub fn http_get(addr: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut stream = TcpStream::connect(addr)?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        })();
+        match attempt {
+            Ok(answer) if answer.contains("200 OK") => return answer,
+            other => {
+                assert!(Instant::now() < deadline, "GET {addr}: {other:?}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// A TCP port free on all addresses now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
