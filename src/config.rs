@@ -144,15 +144,26 @@ pub struct NetworkConfig {
     pub subnet: String,
     /// An IPv6 subnet as well, for dual-stack pods; empty for IPv4 only.
     pub subnet6: String,
+    /// Where CNI network configs are read from (the first file in lexical order).
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugin binaries are looked up, in order (`CNI_PATH`).
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// Where each pod's CNI ADD result and config are kept for its DEL; `<root>/cni`
+    /// when unset, so that it lives exactly as long as the pod records do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cni_cache_dir: Option<PathBuf>,
 }
 
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
-            mode: NetworkMode::Bridge,
+            mode: NetworkMode::Auto,
             bridge: "crius0".to_string(),
             subnet: "10.88.0.0/16".to_string(),
             subnet6: String::new(),
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            cni_cache_dir: None,
         }
     }
 }
@@ -199,6 +210,34 @@ impl NetworkConfig {
                 ),
             ));
         }
+        let absolute = |key: &str, dir: &Path| {
+            if dir.is_absolute() {
+                Ok(())
+            } else {
+                Err((
+                    key.to_string(),
+                    format!("{} is not an absolute path", dir.display()),
+                ))
+            }
+        };
+        absolute("network.cni_conf_dir", &self.cni_conf_dir)?;
+        if let Some(dir) = &self.cni_cache_dir {
+            absolute("network.cni_cache_dir", dir)?;
+        }
+        if self.cni_bin_dirs.is_empty() {
+            return Err((
+                "network.cni_bin_dirs".to_string(),
+                "must name at least one directory".to_string(),
+            ));
+        }
+        for (index, dir) in self.cni_bin_dirs.iter().enumerate() {
+            let key = format!("network.cni_bin_dirs[{index}]");
+            absolute(&key, dir)?;
+            // Plugins get the list as CNI_PATH, which ':' separates.
+            if dir.to_string_lossy().contains(':') {
+                return Err((key, format!("{} contains ':'", dir.display())));
+            }
+        }
         Ok(())
     }
 }
@@ -206,8 +245,13 @@ impl NetworkConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
+    /// CNI while `cni_conf_dir` holds a network config, else the built-in bridge;
+    /// decided for each new pod.
+    Auto,
     /// The built-in bridge, veth pairs and address management.
     Bridge,
+    /// The CNI plugins of the network config in `cni_conf_dir`.
+    Cni,
     /// A loopback interface only; NetworkReady stays false.
     None,
 }
@@ -432,11 +476,59 @@ mod tests {
                 "network.bridge",
             ),
             ("[network]\nmode = \"weave\"", "mode"),
+            (
+                "[network]\ncni_conf_dir = \"net.d\"",
+                "network.cni_conf_dir",
+            ),
+            ("[network]\ncni_bin_dirs = []", "network.cni_bin_dirs"),
+            (
+                "[network]\ncni_bin_dirs = [\"/opt/cni/bin\", \"lib/cni\"]",
+                "network.cni_bin_dirs[1]",
+            ),
+            (
+                "[network]\ncni_bin_dirs = [\"/opt/cni:bin\"]",
+                "network.cni_bin_dirs[0]",
+            ),
+            (
+                "[network]\ncni_cache_dir = \"cache\"",
+                "network.cni_cache_dir",
+            ),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?} gave {err}");
             assert!(err.contains("/etc/crius/test.toml"), "{err}");
         }
+    }
+
+    #[test]
+    fn network_modes_and_cni_keys_parse() {
+        assert_eq!(Config::default().network.mode, NetworkMode::Auto);
+        for (mode, expected) in [
+            ("auto", NetworkMode::Auto),
+            ("bridge", NetworkMode::Bridge),
+            ("cni", NetworkMode::Cni),
+            ("none", NetworkMode::None),
+        ] {
+            let config = parse(&format!("[network]\nmode = \"{mode}\"")).unwrap();
+            assert_eq!(config.network.mode, expected);
+        }
+        let config = parse(
+            "[network]\ncni_conf_dir = \"/srv/net.d\"\ncni_bin_dirs = [\"/srv/cni\"]\ncni_cache_dir = \"/srv/cache\"",
+        )
+        .unwrap();
+        assert_eq!(config.network.cni_conf_dir, Path::new("/srv/net.d"));
+        assert_eq!(config.network.cni_bin_dirs, vec![PathBuf::from("/srv/cni")]);
+        assert_eq!(
+            config.network.cni_cache_dir.as_deref(),
+            Some(Path::new("/srv/cache"))
+        );
+    }
+
+    #[test]
+    fn printed_effective_config_parses_back() {
+        // `criusd config check` prints TOML, which has no null: an unset cache dir is left out.
+        let printed = toml::to_string(&Config::default()).unwrap();
+        assert_eq!(parse(&printed).unwrap(), Config::default());
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! - [`snapshot`]: image layers unpacked into overlay-ready directories.
 //! - [`store`]: crash-safe metadata records (images).
 //! - [`cgroups`]: reading container cgroups (v1 and v2): usage, OOM kills.
-//! - [`network`]: pod network namespaces (loopback for now).
+//! - [`network`]: pod network namespaces, the built-in bridge or CNI plugins, host ports.
 //! - [`runtime`]: pure: (sandbox, container config, image config) → OCI runtime spec.
 //! - [`shim`]: `crius-shim` (shim v2 Task service over ttrpc) and criusd's shim manager.
 //! - [`logging`]: the `tracing` subscriber (text or JSON).

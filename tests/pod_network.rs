@@ -15,24 +15,6 @@ use common::{images, pull_image, Daemon};
 use crius::cri::api::*;
 use tonic::Code;
 
-/// busybox httpd serving `text` on port 8080 in the container.
-fn http_server(text: &str) -> Vec<String> {
-    vec![
-        "sh".into(),
-        "-c".into(),
-        format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www"),
-    ]
-}
-
-fn argv(command: &[String]) -> Vec<&str> {
-    command.iter().map(String::as_str).collect()
-}
-
-fn pod_ip(status: &PodSandboxStatusResponse) -> Ipv4Addr {
-    let ip = &status.status.as_ref().unwrap().network.as_ref().unwrap().ip;
-    ip.parse().unwrap_or_else(|_| panic!("pod IP {ip:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_get_addresses_and_reach_each_other_and_the_host_reaches_them() {
     let registry = Registry::start();
@@ -265,7 +247,7 @@ async fn an_exhausted_subnet_fails_naming_it_and_leaves_nothing() {
         &format!("[registries.\"{}\"]\ninsecure = true\n", registry.addr()),
         |network| {
             format!(
-                "[network]\nbridge = \"{}\"\nsubnet = \"{}\"\n",
+                "[network]\nmode = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\n",
                 network.bridge(),
                 network.subnet().replace("0/24", "0/30")
             )

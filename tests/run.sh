@@ -4,7 +4,8 @@
 # Installs the Debian packages the tests need when they are missing (the real registry,
 # skopeo to push test images into it, Debian's dynamic busybox for the test images,
 # htpasswd and openssl for registries that require Basic or token authentication, runc
-# for the containers the shim runs, iproute2 for the network tests' checks), then
+# for the containers the shim runs, iproute2 for the network tests' checks, the CNI
+# reference plugins and iptables for the CNI mode tests' bridge and portmap), then
 # runs every unit and integration test: with cargo-nextest when it is installed, else with
 # cargo test. Extra arguments go to the test runner (e.g. a test name filter).
 set -euo pipefail
@@ -28,6 +29,8 @@ declare -A needed=(
     [openssl]=/usr/bin/openssl
     [runc]=/usr/sbin/runc
     [iproute2]=/usr/sbin/ip
+    [containernetworking-plugins]=/usr/lib/cni/bridge
+    [iptables]=/usr/sbin/iptables
 )
 missing=()
 for package in "${!needed[@]}"; do

@@ -4,7 +4,7 @@
 use tonic::Code;
 
 use crate::image::ImageError;
-use crate::network::NetworkError;
+use crate::network::{CniError, NetworkError};
 use crate::runtime::SpecError;
 use crate::shim::ShimError;
 use crate::snapshot::SnapshotError;
@@ -85,10 +85,26 @@ impl CriError {
                 NetworkError::HostPort { .. } | NetworkError::NotReady(_) => {
                     Code::FailedPrecondition
                 }
+                NetworkError::Cni(err) => cni_code(err),
                 _ => Code::Internal,
             },
             CriError::Store(_) | CriError::Snapshot(_) => Code::Internal,
         }
+    }
+}
+
+/// A missing or broken CNI setup is the node's state, not a fault of crius: kubelet
+/// retries once the operator fixed it. A failed ADD undone is judged by its first error.
+fn cni_code(err: &CniError) -> Code {
+    match err {
+        CniError::Config(_) | CniError::PluginNotFound { .. } => Code::FailedPrecondition,
+        CniError::PodIdentity { .. } => Code::InvalidArgument,
+        CniError::TimedOut { .. } => Code::DeadlineExceeded,
+        CniError::Undo { error, .. } => cni_code(error),
+        CniError::Plugin { .. }
+        | CniError::BadResult { .. }
+        | CniError::Exec { .. }
+        | CniError::Cache(_) => Code::Internal,
     }
 }
 

@@ -106,7 +106,12 @@ impl Cri {
             .chain(config.network.subnet6().transpose())
             .collect::<Result<_, _>>()
             .map_err(|reason| CriError::invalid("network", reason))?;
-        let network = Arc::new(PodNetwork::new(&config.network, &subnets, &config.state));
+        let network = Arc::new(PodNetwork::new(
+            &config.network,
+            &subnets,
+            &config.state,
+            &config.root,
+        ));
         let preparing = network.clone();
         tokio::task::spawn_blocking(move || preparing.prepare())
             .await

@@ -1,7 +1,8 @@
 //! What criusd does at start for the pods that outlived its previous run: reconnect to
 //! their shims, catch up on container exits that happened meanwhile (the shim recorded
 //! them), and watch the containers that still run. A pod whose shim is gone is NOTREADY
-//! and its containers exited with reason `ShimLost`.
+//! and its containers exited with reason `ShimLost`. The CNI plugins of the pods still
+//! ready check their networks (CNI CHECK) in the background.
 
 use super::pod_shims::{record_shim_lost, watch_exit};
 use super::{now_ns, Cri};
@@ -63,6 +64,30 @@ impl Cri {
                 }
             }
         }
+        self.check_pod_networks();
+    }
+
+    /// Runs CNI CHECK for every ready pod, off the async workers and without holding up
+    /// start-up: a failure is logged, as kubelet has no way to hear of it.
+    fn check_pod_networks(&self) {
+        let ready: Vec<String> = self
+            .sandboxes
+            .list()
+            .into_iter()
+            .filter(|sandbox| sandbox.state == SandboxState::Ready && !sandbox.host_network)
+            .map(|sandbox| sandbox.id)
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        let network = self.network.clone();
+        tokio::task::spawn_blocking(move || {
+            for sandbox in ready {
+                if let Err(err) = network.check(&sandbox) {
+                    tracing::warn!(%sandbox, "the pod's network failed its check: {err}");
+                }
+            }
+        });
     }
 
     fn mark_shim_lost(&self, sandbox_id: &str) {

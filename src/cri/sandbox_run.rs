@@ -15,7 +15,7 @@ use super::api::{
 use super::pod_shims::blocking;
 use super::rollback::Rollback;
 use super::{new_id, now_ns, Cri, CriError};
-use crate::network::{PortMapping, Protocol};
+use crate::network::{PodIdentity, PortMapping, Protocol};
 use crate::runtime::{hosts_file, resolv_conf, DnsConfig};
 use crate::shim::daemon::PodNamespaces;
 use crate::shim::manager::ShimPids;
@@ -90,9 +90,14 @@ impl Cri {
         let mut netns = None;
         let (mut ip, mut ip6) = (None, None);
         if !modes.host_network {
-            let network = self.network.clone();
-            let pod = id.clone();
-            let attachment = blocking(move || network.set_up(&pod)).await?;
+            let (network, pod) = (self.network.clone(), id.clone());
+            let identity = PodIdentity {
+                name: metadata.name.clone(),
+                namespace: metadata.namespace.clone(),
+                uid: metadata.uid.clone(),
+            };
+            let mappings = port_mappings.clone();
+            let attachment = blocking(move || network.set_up(&pod, &identity, &mappings)).await?;
             let (network, pod) = (self.network.clone(), id.clone());
             rollback.push("the pod's network", move || {
                 network

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::statfs::{statfs, NSFS_MAGIC};
 
 use super::{bring_up_loopback, NetworkError};
 
@@ -59,6 +60,12 @@ pub fn remove(path: &Path) -> Result<(), NetworkError> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(NetworkError::io("remove", path, source)),
     }
+}
+
+/// Whether a live network namespace is pinned at `path` (not a leftover file where one
+/// was, not nothing).
+pub fn is_pinned(path: &Path) -> bool {
+    statfs(path).is_ok_and(|fs| fs.filesystem_type() == NSFS_MAGIC)
 }
 
 /// Moves the calling thread into the namespace pinned at `path`. Only for threads that

@@ -48,8 +48,8 @@ pub struct SandboxRecord {
     pub sysctls: BTreeMap<String, String>,
     /// The shim's pid when last seen: its `/proc/<pid>/ns/*` are the pod's namespaces.
     pub shim_pid: u32,
-    /// The pod's address on the pod network; none for host-network pods and while the
-    /// node's network mode is "none".
+    /// The pod's address on the pod network; none for host-network pods, while the
+    /// node's network mode is "none", and when its CNI network gave no IPv4 address.
     #[serde(default)]
     pub ip: Option<Ipv4Addr>,
     /// Its IPv6 address on a dual-stack network.

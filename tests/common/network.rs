@@ -60,13 +60,29 @@ impl TestNetwork {
         format!("10.231.{}.1", self.index)
     }
 
-    /// The daemon config section that uses this slot.
+    /// The daemon config section that uses this slot with the built-in bridge (not
+    /// "auto", which would follow the host's /etc/cni/net.d).
     pub fn config(&self) -> String {
         format!(
-            "[network]\nbridge = \"{}\"\nsubnet = \"{}\"\n",
+            "[network]\nmode = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\n",
             self.bridge(),
             self.subnet()
         )
+    }
+
+    /// Creates this slot's bridge with the gateway address, up, as a CNI bridge plugin
+    /// with `isGateway` would, but without the host-wide IP forwarding that turns on.
+    pub fn create_bridge(&self) {
+        let bridge = self.bridge();
+        let gateway = format!("{}/24", self.gateway());
+        for args in [
+            vec!["link", "add", &bridge, "type", "bridge"],
+            vec!["addr", "add", &gateway, "dev", &bridge],
+            vec!["link", "set", &bridge, "up"],
+        ] {
+            let status = Command::new("ip").args(&args).status().expect("run ip");
+            assert!(status.success(), "ip {args:?}: {status}");
+        }
     }
 
     /// Names of the interfaces attached to the bridge (the pods' veths).

@@ -1,8 +1,9 @@
 //! Pods and containers as kubelet drives them, for the tests that need some: a daemon
-//! with busybox pulled, pod and container configs, and the RPC sequences with the
-//! assertions every caller would repeat.
+//! with busybox pulled, pod and container configs, the RPC sequences with the
+//! assertions every caller would repeat, and HTTP traffic to and from pods.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use crius::cri::api::*;
@@ -251,4 +252,24 @@ pub async fn container_info(client: &mut CriClient, id: &str) -> serde_json::Val
         .unwrap()
         .into_inner();
     serde_json::from_str(&verbose.info["info"]).unwrap()
+}
+
+/// busybox httpd serving `text` on port 8080 in the container.
+pub fn http_server(text: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www"),
+    ]
+}
+
+/// A command built as `String`s, as `run_pod_with` and `exec` take it.
+pub fn argv(command: &[String]) -> Vec<&str> {
+    command.iter().map(String::as_str).collect()
+}
+
+/// The address PodSandboxStatus reports.
+pub fn pod_ip(status: &PodSandboxStatusResponse) -> Ipv4Addr {
+    let ip = &status.status.as_ref().unwrap().network.as_ref().unwrap().ip;
+    ip.parse().unwrap_or_else(|_| panic!("pod IP {ip:?}"))
 }
