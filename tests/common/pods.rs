@@ -62,12 +62,42 @@ pub fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerC
     }
 }
 
+/// Defines, for each test body `name` (an async function taking a runtime handler's
+/// name), a module `name` with one test per handler: `embedded` (the default handler,
+/// `""`) and `runc` (which the default config names after Debian's runc).
+#[macro_export]
+macro_rules! on_each_handler {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$name("").await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn runc() {
+                super::$name("runc").await
+            }
+        }
+    )*};
+}
+
+/// Runs a pod with the default runtime handler.
 pub async fn run_pod(client: &mut CriClient, config: &PodSandboxConfig) -> String {
+    run_pod_on(client, config, "").await
+}
+
+/// Runs a pod with runtime handler `handler`.
+pub async fn run_pod_on(
+    client: &mut CriClient,
+    config: &PodSandboxConfig,
+    handler: &str,
+) -> String {
     client
         .runtime
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(config.clone()),
-            runtime_handler: String::new(),
+            runtime_handler: handler.to_string(),
         })
         .await
         .unwrap()
