@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::network::Subnet;
+use crate::shim::runc::OciRuntime;
 
 /// Where criusd looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/crius/crius.toml";
@@ -52,9 +53,11 @@ pub struct Config {
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub cgroup_driver: CgroupDriver,
-    /// The OCI runtime binary the shims run containers with (a path, or a name looked up
-    /// in PATH).
-    pub oci_runtime: PathBuf,
+    /// The OCI runtime of the default runtime handler (`""`, pods without a
+    /// RuntimeClass): the embedded one, or a binary with runc's command line.
+    pub oci_runtime: OciRuntime,
+    /// Runtime handlers by name: a RuntimeClass's `handler` picks one.
+    pub runtimes: BTreeMap<String, HandlerConfig>,
     pub image: ImageConfig,
     pub network: NetworkConfig,
     /// Per-registry settings keyed by registry host (`docker.io`, `127.0.0.1:5000`).
@@ -70,12 +73,37 @@ impl Default for Config {
             log_level: LogLevel::Info,
             log_format: LogFormat::Text,
             cgroup_driver: CgroupDriver::Cgroupfs,
-            oci_runtime: PathBuf::from("runc"),
+            // runc stays the default until the embedded runtime passes everything runc
+            // does (see deploy/crius.toml); pods choose it with the "embedded" handler.
+            oci_runtime: OciRuntime::Binary(PathBuf::from("runc")),
+            runtimes: BTreeMap::from([
+                (
+                    "embedded".to_string(),
+                    HandlerConfig {
+                        path: OciRuntime::Embedded,
+                    },
+                ),
+                (
+                    "runc".to_string(),
+                    HandlerConfig {
+                        path: OciRuntime::Binary(PathBuf::from("runc")),
+                    },
+                ),
+            ]),
             image: ImageConfig::default(),
             network: NetworkConfig::default(),
             registries: BTreeMap::new(),
         }
     }
+}
+
+/// A named runtime handler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerConfig {
+    /// Its OCI runtime: `"embedded"`, or a binary with runc's command line (a path, or a
+    /// name looked up in PATH).
+    pub path: OciRuntime,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +301,19 @@ pub struct RegistryConfig {
 }
 
 impl Config {
+    /// The OCI runtime of runtime handler `handler` (`""` is the default handler).
+    pub fn runtime(&self, handler: &str) -> Option<&OciRuntime> {
+        if handler.is_empty() {
+            return Some(&self.oci_runtime);
+        }
+        self.runtimes.get(handler).map(|config| &config.path)
+    }
+
+    /// The names of the runtime handlers, the default (`""`) first.
+    pub fn runtime_handlers(&self) -> impl Iterator<Item = &str> {
+        std::iter::once("").chain(self.runtimes.keys().map(String::as_str))
+    }
+
     /// Loads `path`. A missing file at the default path means "all defaults"; a missing file
     /// that the operator named explicitly is an error.
     pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
@@ -340,8 +381,59 @@ impl Config {
         for (host, registry) in &self.registries {
             registry.validate(host)?;
         }
+        validate_runtime(&self.oci_runtime)
+            .map_err(|reason| ("oci_runtime".to_string(), reason))?;
+        for (name, handler) in &self.runtimes {
+            validate_handler_name(name)?;
+            validate_runtime(&handler.path)
+                .map_err(|reason| (format!("runtimes.\"{name}\".path"), reason))?;
+        }
         self.network.validate()
     }
+}
+
+/// A handler is named as Kubernetes names a RuntimeClass's `handler`: a DNS label.
+fn validate_handler_name(name: &str) -> Result<(), (String, String)> {
+    let key = format!("runtimes.\"{name}\"");
+    if name.is_empty() {
+        return Err((
+            key,
+            "the default handler \"\" is configured with `oci_runtime`".to_string(),
+        ));
+    }
+    let label = name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !label {
+        return Err((
+            key,
+            "a handler name is a DNS label, as RuntimeClass handlers are: lowercase letters, \
+             digits and '-', at most 63"
+                .to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// A binary is a name looked up in PATH or an absolute path.
+fn validate_runtime(runtime: &OciRuntime) -> Result<(), String> {
+    let OciRuntime::Binary(binary) = runtime else {
+        return Ok(());
+    };
+    let text = binary.as_os_str();
+    if text.is_empty() {
+        return Err("is empty: \"embedded\", a binary's name or an absolute path".to_string());
+    }
+    if text.as_encoded_bytes().contains(&b'/') && !binary.is_absolute() {
+        return Err(format!(
+            "{} is neither a name looked up in PATH nor an absolute path",
+            binary.display()
+        ));
+    }
+    Ok(())
 }
 
 impl RegistryConfig {
@@ -428,6 +520,36 @@ mod tests {
     }
 
     #[test]
+    fn runtime_handlers_map_to_their_runtimes() {
+        let config = parse(
+            r#"
+            oci_runtime = "/usr/sbin/runc"
+            [runtimes.crun]
+            path = "crun"
+            [runtimes.crius]
+            path = "embedded"
+            "#,
+        )
+        .unwrap();
+        let binary = |path: &str| OciRuntime::Binary(PathBuf::from(path));
+        assert_eq!(config.runtime(""), Some(&binary("/usr/sbin/runc")));
+        assert_eq!(config.runtime("crun"), Some(&binary("crun")));
+        assert_eq!(config.runtime("crius"), Some(&OciRuntime::Embedded));
+        assert_eq!(
+            config.runtime("runc"),
+            None,
+            "the file's list replaces the default"
+        );
+        let handlers: Vec<&str> = config.runtime_handlers().collect();
+        assert_eq!(handlers, ["", "crius", "crun"]);
+
+        let defaults = Config::default();
+        assert_eq!(defaults.runtime(""), Some(&binary("runc")));
+        assert_eq!(defaults.runtime("embedded"), Some(&OciRuntime::Embedded));
+        assert_eq!(defaults.runtime("runc"), Some(&binary("runc")));
+    }
+
+    #[test]
     fn unknown_key_is_named_with_the_file() {
         let err = parse("lisen = \"/tmp/x.sock\"").unwrap_err().to_string();
         assert!(err.contains("/etc/crius/test.toml"), "{err}");
@@ -493,6 +615,15 @@ mod tests {
                 "[network]\ncni_cache_dir = \"cache\"",
                 "network.cni_cache_dir",
             ),
+            ("oci_runtime = \"bin/runc\"", "oci_runtime"),
+            ("oci_runtime = \"\"", "oci_runtime"),
+            ("[runtimes.Kata]\npath = \"kata\"", "runtimes.\"Kata\""),
+            ("[runtimes.\"\"]\npath = \"runc\"", "runtimes.\"\""),
+            (
+                "[runtimes.crun]\npath = \"./crun\"",
+                "runtimes.\"crun\".path",
+            ),
+            ("[runtimes.crun]\nbinary = \"crun\"", "binary"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?} gave {err}");

@@ -1,7 +1,9 @@
 //! Pods and containers through the CRI, as kubelet drives them: real namespaces held by
-//! the pod's shim, overlay rootfs, runc, CRI logs, exit codes, stop and remove, restarts
-//! of criusd, and bad requests. Every test removes what it created and the harness
-//! asserts that no mount or process is left.
+//! the pod's shim, overlay rootfs, CRI logs, exit codes, stop and remove, restarts of
+//! criusd, ExecSync, stats and OOM kills, seccomp, and bad requests. The tests of what the
+//! OCI runtime does run once per runtime handler: the default (embedded) one and runc.
+//! Every test removes what it created and the harness asserts that no mount or process is
+//! left.
 
 mod common;
 
@@ -10,20 +12,29 @@ use std::time::{Duration, Instant};
 
 use common::pods::*;
 use common::registry::Registry;
+use crius::cri::api::security_profile::ProfileType;
 use crius::cri::api::*;
 use tonic::Code;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pod_runs_a_container_that_exits_and_logs() {
+on_each_handler!(
+    a_pod_runs_a_container_that_exits_and_logs,
+    stop_sends_sigterm_then_sigkill_and_remove_is_idempotent,
+    containers_outlive_a_daemon_restart_and_exits_meanwhile_are_kept,
+    exec_sync_runs_in_the_container_and_its_timeout_spares_the_container,
+    stats_come_from_the_cgroup_and_an_oom_kill_is_reported_as_such,
+    runtime_default_seccomp_confines_the_container_and_its_execs,
+);
+
+async fn a_pod_runs_a_container_that_exits_and_logs(handler: &str) {
     let registry = Registry::start();
     let (daemon, mut client, image) = daemon_with_busybox(&registry).await;
     let logs = tempfile::tempdir().unwrap();
     let config = pod_config("web", logs.path());
-    let pod = run_pod(&mut client, &config).await;
+    let pod = run_pod_on(&mut client, &config, handler).await;
     assert_eq!(pod.len(), 64);
 
     // A retry of the same pod attempt gets the same sandbox.
-    assert_eq!(run_pod(&mut client, &config).await, pod);
+    assert_eq!(run_pod_on(&mut client, &config, handler).await, pod);
     let sandbox = client
         .runtime
         .pod_sandbox_status(PodSandboxStatusRequest {
@@ -38,6 +49,7 @@ async fn a_pod_runs_a_container_that_exits_and_logs() {
         PodSandboxState::SandboxReady as i32
     );
     assert_eq!(sandbox.status.as_ref().unwrap().labels["app"], "web");
+    assert_eq!(sandbox.status.as_ref().unwrap().runtime_handler, handler);
     let info: serde_json::Value = serde_json::from_str(&sandbox.info["info"]).unwrap();
     let shim_pid = info["pid"].as_u64().unwrap();
     let pod_netns = std::fs::read_link(format!("/proc/{shim_pid}/ns/net")).unwrap();
@@ -119,13 +131,12 @@ async fn a_pod_runs_a_container_that_exits_and_logs() {
     drop(daemon);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_sends_sigterm_then_sigkill_and_remove_is_idempotent() {
+async fn stop_sends_sigterm_then_sigkill_and_remove_is_idempotent(handler: &str) {
     let registry = Registry::start();
     let (_daemon, mut client, image) = daemon_with_busybox(&registry).await;
     let logs = tempfile::tempdir().unwrap();
     let config = pod_config("stopper", logs.path());
-    let pod = run_pod(&mut client, &config).await;
+    let pod = run_pod_on(&mut client, &config, handler).await;
 
     // Exits on SIGTERM with 143.
     let polite = create(
@@ -239,7 +250,14 @@ async fn bad_requests_are_refused_naming_what_is_wrong_and_leave_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("kata"), "{}", err.message());
+    assert!(
+        err.message().contains("\"kata\"")
+            && err
+                .message()
+                .contains("known: \"\", \"embedded\", \"runc\""),
+        "names the handler and the known ones: {}",
+        err.message()
+    );
 
     let pod = run_pod(&mut client, &config).await;
     let err = create(
@@ -306,13 +324,12 @@ async fn bad_requests_are_refused_naming_what_is_wrong_and_leave_nothing() {
     remove_pod(&mut client, &pod).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn containers_outlive_a_daemon_restart_and_exits_meanwhile_are_kept() {
+async fn containers_outlive_a_daemon_restart_and_exits_meanwhile_are_kept(handler: &str) {
     let registry = Registry::start();
     let (mut daemon, mut client, image) = daemon_with_busybox(&registry).await;
     let logs = tempfile::tempdir().unwrap();
     let config = pod_config("durable", logs.path());
-    let pod = run_pod(&mut client, &config).await;
+    let pod = run_pod_on(&mut client, &config, handler).await;
     let long = create(
         &mut client,
         &pod,
@@ -360,13 +377,12 @@ async fn containers_outlive_a_daemon_restart_and_exits_meanwhile_are_kept() {
     remove_pod(&mut client, &pod).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_sync_runs_in_the_container_and_its_timeout_spares_the_container() {
+async fn exec_sync_runs_in_the_container_and_its_timeout_spares_the_container(handler: &str) {
     let registry = Registry::start();
     let (_daemon, mut client, image) = daemon_with_busybox(&registry).await;
     let logs = tempfile::tempdir().unwrap();
     let config = pod_config("execs", logs.path());
-    let pod = run_pod(&mut client, &config).await;
+    let pod = run_pod_on(&mut client, &config, handler).await;
     let mut spec = container_config("target", &image, &["sleep", "1000"]);
     spec.envs.push(KeyValue {
         key: "GREETING".into(),
@@ -427,13 +443,12 @@ async fn exec_sync_runs_in_the_container_and_its_timeout_spares_the_container() 
     remove_pod(&mut client, &pod).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stats_come_from_the_cgroup_and_an_oom_kill_is_reported_as_such() {
+async fn stats_come_from_the_cgroup_and_an_oom_kill_is_reported_as_such(handler: &str) {
     let registry = Registry::start();
     let (_daemon, mut client, image) = daemon_with_busybox(&registry).await;
     let logs = tempfile::tempdir().unwrap();
     let config = pod_config("limits", logs.path());
-    let pod = run_pod(&mut client, &config).await;
+    let pod = run_pod_on(&mut client, &config, handler).await;
 
     let mut busy = container_config(
         "busy",
@@ -561,5 +576,65 @@ async fn reopen_container_log_follows_kubelets_rotation() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
+    remove_pod(&mut client, &pod).await;
+}
+
+async fn runtime_default_seccomp_confines_the_container_and_its_execs(handler: &str) {
+    let registry = Registry::start();
+    let (_daemon, mut client, image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("seccomp", logs.path());
+    let pod = run_pod_on(&mut client, &config, handler).await;
+    // Creating a user namespace takes no capability, so only a filter refuses it:
+    // RuntimeDefault allows `unshare` with CAP_SYS_ADMIN alone, which containers lack.
+    let probe = "grep Seccomp: /proc/self/status; unshare -U true && echo unshared || echo refused";
+    let mut containers = Vec::new();
+    for (name, profile, expected) in [
+        (
+            "confined",
+            ProfileType::RuntimeDefault,
+            "Seccomp:\t2\nrefused\n",
+        ),
+        ("free", ProfileType::Unconfined, "Seccomp:\t0\nunshared\n"),
+    ] {
+        let mut container = container_config(
+            name,
+            &image,
+            &["sh", "-c", &format!("{probe}; exec sleep 1000")],
+        );
+        container.linux = Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                seccomp: Some(SecurityProfile {
+                    profile_type: profile as i32,
+                    localhost_ref: String::new(),
+                }),
+                ..LinuxContainerSecurityContext::default()
+            }),
+            ..LinuxContainerConfig::default()
+        });
+        let id = create(&mut client, &pod, &config, container).await.unwrap();
+        start(&mut client, &id).await;
+        containers.push((id, logs.path().join(format!("{name}.log")), expected));
+    }
+    for (id, log, expected) in &containers {
+        // The container's own process...
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let output = loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let output: String = text
+                .lines()
+                .filter_map(|line| line.split_once(" stdout F "))
+                .map(|(_, text)| format!("{text}\n"))
+                .collect();
+            if output.lines().count() >= 2 || Instant::now() > deadline {
+                break output;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(&output, expected, "{log:?}");
+        // ...and what is exec'd in it.
+        let (code, stdout, _) = exec(&mut client, id, &["sh", "-c", probe]).await;
+        assert_eq!((code, stdout.as_str()), (0, *expected), "exec in {log:?}");
+    }
     remove_pod(&mut client, &pod).await;
 }

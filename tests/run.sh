@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole crius test suite on a Debian machine, as root.
 #
-# Installs the Debian packages the tests need when they are missing (the real registry,
-# skopeo to push test images into it, Debian's dynamic busybox for the test images,
-# htpasswd and openssl for registries that require Basic or token authentication, runc
-# for the containers the shim runs, iproute2 for the network tests' checks, the CNI
-# reference plugins and iptables for the CNI mode tests' bridge and portmap), then
+# Installs the Debian packages the build and the tests need when they are missing
+# (libseccomp-dev, which the embedded OCI runtime links to install seccomp filters; the
+# real registry, skopeo to push test images into it, Debian's dynamic busybox for the test
+# images, htpasswd and openssl for registries that require Basic or token authentication,
+# runc for the tests of the runc runtime handler, iproute2 for the network tests' checks,
+# the CNI reference plugins and iptables for the CNI mode tests' bridge and portmap), then
 # runs every unit and integration test: with cargo-nextest when it is installed, else with
 # cargo test. Extra arguments go to the test runner (e.g. a test name filter).
 set -euo pipefail
@@ -22,6 +23,7 @@ fi
 
 # Debian package → a file it installs, to tell whether it is present.
 declare -A needed=(
+    [libseccomp-dev]=/usr/include/seccomp.h
     [docker-registry]=/usr/bin/docker-registry
     [skopeo]=/usr/bin/skopeo
     [busybox]=/bin/busybox

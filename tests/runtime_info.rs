@@ -56,12 +56,15 @@ async fn status_reports_both_conditions_and_verbose_config() {
     assert!(condition("RuntimeReady").status);
     // The built-in bridge network is up: kubelet may schedule pods here.
     assert!(condition("NetworkReady").status);
-    assert!(
-        status
-            .runtime_handlers
-            .iter()
-            .any(|handler| handler.name.is_empty()),
-        "default handler \"\" not listed"
+    let handlers: Vec<&str> = status
+        .runtime_handlers
+        .iter()
+        .map(|handler| handler.name.as_str())
+        .collect();
+    assert_eq!(
+        handlers,
+        ["", "embedded", "runc"],
+        "the default handler and the default config's"
     );
 
     let verbose = client

@@ -1,22 +1,57 @@
-//! crius-shim driven through the shim manager, running real containers with Debian's runc:
-//! the shim v2 Task lifecycle, exit codes, CRI-format logs, reconnecting after the client
-//! goes away, and a shim that leaves nothing behind when it shuts down; ExecSync's exec'd
-//! processes: exit codes, raw output and its cap, and a timeout that kills the exec's
-//! whole process tree but not the container; the init holding a pod's PID namespace, which
-//! ends with its shim and takes the pod's processes with it.
+//! crius-shim driven through the shim manager, running real containers through runc's
+//! command line, each test once with the embedded runtime (`crius-shim oci`) and once
+//! with Debian's runc: the shim v2 Task lifecycle, exit codes, CRI-format logs,
+//! reconnecting after the client goes away, and a shim that leaves nothing behind when it
+//! shuts down; ExecSync's exec'd processes: exit codes, raw output and its cap, and a
+//! timeout that kills the exec's whole process tree but not the container; the init
+//! holding a pod's PID namespace, which ends with its shim and takes the pod's processes
+//! with it.
 
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::images::host_busybox;
 use common::processes_mentioning;
 use crius::shim::daemon::PodNamespaces;
 use crius::shim::manager::{ExecOutput, Shim, ShimManager, TaskStatus};
+use crius::shim::runc::OciRuntime;
 use crius::shim::ShimError;
 
 const RUNC: &str = "/usr/sbin/runc";
+
+/// Defines, for each test body `name` (a function taking the OCI runtime), a module
+/// `name` with one test per runtime: `embedded` and `runc`.
+macro_rules! on_each_runtime {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn embedded() {
+                super::$name(OciRuntime::Embedded)
+            }
+
+            #[test]
+            fn runc() {
+                super::$name(OciRuntime::Binary(PathBuf::from(RUNC)))
+            }
+        }
+    )*};
+}
+
+on_each_runtime!(
+    containers_run_exit_and_log_through_the_shim,
+    a_failing_create_reports_the_runtimes_error,
+    exec_sync_returns_exit_code_and_output,
+    exec_sync_timeout_kills_the_whole_exec_tree_and_spares_the_container,
+);
+
+fn shim_manager(dir: &Path) -> ShimManager {
+    ShimManager::new(Path::new(env!("CARGO_BIN_EXE_crius-shim")), dir)
+}
 
 /// An OCI bundle running `args` in a rootfs of Debian's dynamic busybox, its libraries and
 /// hard-linked applets; the spec is runc's default with a few changes.
@@ -56,20 +91,29 @@ fn bundle(dir: &Path, args: &[&str]) -> PathBuf {
     bundle
 }
 
-fn unique(name: &str) -> String {
-    format!("{name}-{}", std::process::id())
+/// A number no other test uses at the same time: the tests of both runtimes run in one
+/// process, and container ids name cgroups.
+fn unique_number() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // Of one width, so that none is a prefix of another.
+    format!(
+        "{}{:04}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
-#[test]
-fn containers_run_exit_and_log_through_the_shim() {
+fn unique(name: &str) -> String {
+    format!("{name}-{}", unique_number())
+}
+
+fn containers_run_exit_and_log_through_the_shim(runtime: OciRuntime) {
     let dir = tempfile::tempdir().unwrap();
-    let manager = ShimManager::new(
-        Path::new(env!("CARGO_BIN_EXE_crius-shim")),
-        Path::new(RUNC),
-        dir.path(),
-    );
+    let manager = shim_manager(dir.path());
     let pod = unique("pod");
-    let shim = manager.start(&pod, PodNamespaces::default(), None).unwrap();
+    let shim = manager
+        .start(&pod, &runtime, PodNamespaces::default(), None)
+        .unwrap();
     let shim_dir = manager.shim_dir(&pod);
     let shim_processes = processes_mentioning(&shim_dir.display().to_string());
     assert_eq!(
@@ -201,16 +245,13 @@ fn containers_run_exit_and_log_through_the_shim() {
     assert!(runc_state.is_empty(), "runc state left: {runc_state:?}");
 }
 
-#[test]
-fn a_failing_create_reports_runcs_error() {
+fn a_failing_create_reports_the_runtimes_error(runtime: OciRuntime) {
     let dir = tempfile::tempdir().unwrap();
-    let manager = ShimManager::new(
-        Path::new(env!("CARGO_BIN_EXE_crius-shim")),
-        Path::new(RUNC),
-        dir.path(),
-    );
+    let manager = shim_manager(dir.path());
     let pod = unique("badpod");
-    let shim = manager.start(&pod, PodNamespaces::default(), None).unwrap();
+    let shim = manager
+        .start(&pod, &runtime, PodNamespaces::default(), None)
+        .unwrap();
     let bundle = bundle(dir.path(), &["/no/such/binary"]);
     std::fs::remove_dir_all(bundle.join("rootfs/bin")).unwrap();
     let id = unique("broken");
@@ -251,17 +292,14 @@ fn dead(pid: u32) -> bool {
 #[test]
 fn the_pid_namespace_init_holds_the_pods_namespace_and_ends_with_the_shim() {
     let dir = tempfile::tempdir().unwrap();
-    let manager = ShimManager::new(
-        Path::new(env!("CARGO_BIN_EXE_crius-shim")),
-        Path::new(RUNC),
-        dir.path(),
-    );
+    let manager = shim_manager(dir.path());
+    let runtime = OciRuntime::Binary(PathBuf::from(RUNC));
     let pod = unique("pidns-pod");
     let namespaces = PodNamespaces {
         pid: true,
         ..PodNamespaces::default()
     };
-    let shim = manager.start(&pod, namespaces, None).unwrap();
+    let shim = manager.start(&pod, &runtime, namespaces, None).unwrap();
     let pids = shim.pids().unwrap();
     let init = pids
         .pid_namespace_init
@@ -274,7 +312,7 @@ fn the_pid_namespace_init_holds_the_pods_namespace_and_ends_with_the_shim() {
     // Without asking, a shim holds no PID namespace.
     let other = unique("pidns-none");
     let plain = manager
-        .start(&other, PodNamespaces::default(), None)
+        .start(&other, &runtime, PodNamespaces::default(), None)
         .unwrap();
     assert_eq!(plain.pids().unwrap().pid_namespace_init, None);
     plain.shutdown(false).unwrap();
@@ -337,15 +375,13 @@ struct SleepingPod {
 }
 
 impl SleepingPod {
-    fn start(name: &str) -> SleepingPod {
+    fn start(name: &str, runtime: &OciRuntime) -> SleepingPod {
         let dir = tempfile::tempdir().unwrap();
-        let manager = ShimManager::new(
-            Path::new(env!("CARGO_BIN_EXE_crius-shim")),
-            Path::new(RUNC),
-            dir.path(),
-        );
+        let manager = shim_manager(dir.path());
         let pod = unique(&format!("{name}-pod"));
-        let shim = manager.start(&pod, PodNamespaces::default(), None).unwrap();
+        let shim = manager
+            .start(&pod, runtime, PodNamespaces::default(), None)
+            .unwrap();
         let container = unique(name);
         let bundle = bundle(dir.path(), &["sleep", "1000"]);
         shim.create(&container, &bundle, &dir.path().join("logs/sleep.log"))
@@ -428,9 +464,8 @@ impl Drop for SleepingPod {
     }
 }
 
-#[test]
-fn exec_sync_returns_exit_code_and_output() {
-    let pod = SleepingPod::start("exec");
+fn exec_sync_returns_exit_code_and_output(runtime: OciRuntime) {
+    let pod = SleepingPod::start("exec", &runtime);
     let (shim, container) = (&pod.shim, pod.container.as_str());
 
     let output = shim
@@ -529,11 +564,10 @@ fn exec_sync_returns_exit_code_and_output() {
     pod.finish();
 }
 
-#[test]
-fn exec_sync_timeout_kills_the_whole_exec_tree_and_spares_the_container() {
-    let pod = SleepingPod::start("exectimeout");
+fn exec_sync_timeout_kills_the_whole_exec_tree_and_spares_the_container(runtime: OciRuntime) {
+    let pod = SleepingPod::start("exectimeout", &runtime);
     // Durations no other process uses, so that the exec's processes can be told apart.
-    let marks = [1, 2].map(|n| format!("sleep {}{n}", std::process::id()));
+    let marks = [1, 2].map(|_| format!("sleep {}", unique_number()));
     let script = format!("{} & {}", marks[0], marks[1]);
     let process = pod.process(&["sh", "-c", &script]);
     let started = std::time::Instant::now();

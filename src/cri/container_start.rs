@@ -20,11 +20,14 @@ impl Cri {
         }
         let shim = self.shims.get(&container.sandbox_id)?;
         let (starting, id) = (shim.clone(), container.id.clone());
+        // Taken before the start: a quick process may exit, with its exit's time, before
+        // the start call returns, and must not look as if it finished before it started.
+        let started_at = now_ns();
         let pid = blocking(move || starting.start(&id)).await?;
         self.containers.update(&container.id, |record| {
             record.state = ContainerState::Running;
             record.pid = pid;
-            record.started_at = now_ns();
+            record.started_at = started_at;
         })?;
         let shim_pid = self.sandbox(&container.sandbox_id)?.shim_pid;
         watch_exit(

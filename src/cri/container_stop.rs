@@ -87,13 +87,17 @@ impl Cri {
         if container.is_running() {
             self.stop_running(container, Duration::ZERO).await?;
         }
-        let shim_alive = self
-            .sandboxes
-            .find(&container.sandbox_id)?
+        let sandbox = self.sandboxes.find(&container.sandbox_id)?;
+        let shim_alive = sandbox
+            .as_ref()
             .is_some_and(|sandbox| shim_running(sandbox.shim_pid));
         if !shim_alive {
+            // A container outlives its sandbox record only if that removal was cut
+            // short; its pod then ran with the default handler or its state is gone.
+            let handler = sandbox.map_or_else(String::new, |sandbox| sandbox.runtime_handler);
+            let runtime = self.runtime_of(&handler)?;
             self.shims
-                .delete_orphan(&container.sandbox_id, &container.id)
+                .delete_orphan(&container.sandbox_id, &container.id, runtime)
                 .await?;
         } else if let Ok(shim) = self.shims.get(&container.sandbox_id) {
             let id = container.id.clone();

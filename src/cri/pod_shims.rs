@@ -10,6 +10,7 @@ use super::CriError;
 use crate::cgroups::Cgroup;
 use crate::shim::daemon::PodNamespaces;
 use crate::shim::manager::{ExitStatus, Shim, ShimManager};
+use crate::shim::runc::OciRuntime;
 use crate::store::{ContainerRecord, ContainerState, RecordStore};
 
 /// How long one Wait call may block before the watcher asks again; keeps shim threads
@@ -30,16 +31,18 @@ impl PodShims {
         }
     }
 
-    /// Starts the shim of a new pod.
+    /// Starts the shim of a new pod, running its containers with `runtime`.
     pub(super) async fn start(
         &self,
         sandbox_id: &str,
+        runtime: OciRuntime,
         namespaces: PodNamespaces,
         hostname: Option<String>,
     ) -> Result<Arc<Shim>, CriError> {
         let manager = self.manager.clone();
         let id = sandbox_id.to_string();
-        let shim = blocking(move || manager.start(&id, namespaces, hostname.as_deref())).await?;
+        let shim =
+            blocking(move || manager.start(&id, &runtime, namespaces, hostname.as_deref())).await?;
         let shim = Arc::new(shim);
         self.lock().insert(sandbox_id.to_string(), shim.clone());
         Ok(shim)
@@ -56,10 +59,16 @@ impl PodShims {
         Ok(shim)
     }
 
-    /// Deletes a container of a pod whose shim died (see [`ShimManager::delete_orphan`]).
-    pub(super) async fn delete_orphan(&self, sandbox_id: &str, id: &str) -> Result<(), CriError> {
+    /// Deletes a container of a pod whose shim died, with the pod's OCI `runtime` (see
+    /// [`ShimManager::delete_orphan`]).
+    pub(super) async fn delete_orphan(
+        &self,
+        sandbox_id: &str,
+        id: &str,
+        runtime: OciRuntime,
+    ) -> Result<(), CriError> {
         let (manager, sandbox, id) = (self.manager.clone(), sandbox_id.to_string(), id.to_string());
-        blocking(move || manager.delete_orphan(&sandbox, &id)).await
+        blocking(move || manager.delete_orphan(&sandbox, &id, &runtime)).await
     }
 
     /// Deletes the files of the exited shim of a removed pod.

@@ -62,12 +62,16 @@ impl Cri {
         Ok(StatusResponse {
             status: Some(RuntimeStatus { conditions }),
             info,
-            // The default handler is named "" in the CRI; it supports none of the optional
-            // features yet, and says so, so kubelet and critest skip rather than fail.
-            runtime_handlers: vec![RuntimeHandler {
-                name: String::new(),
-                features: Some(RuntimeHandlerFeatures::default()),
-            }],
+            // The default handler is named "" in the CRI. None supports the optional
+            // features yet, and each says so, so kubelet and critest skip rather than fail.
+            runtime_handlers: self
+                .config
+                .runtime_handlers()
+                .map(|name| RuntimeHandler {
+                    name: name.to_string(),
+                    features: Some(RuntimeHandlerFeatures::default()),
+                })
+                .collect(),
             features: Some(api::RuntimeFeatures::default()),
         })
     }

@@ -19,6 +19,7 @@ use crate::network::{PodIdentity, PortMapping, Protocol};
 use crate::runtime::{hosts_file, resolv_conf, DnsConfig};
 use crate::shim::daemon::PodNamespaces;
 use crate::shim::manager::ShimPids;
+use crate::shim::runc::OciRuntime;
 use crate::snapshot::rootfs::unmount;
 use crate::store::{SandboxRecord, SandboxState};
 
@@ -47,7 +48,7 @@ impl Cri {
             }
         }
         tracing::Span::current().record("name", metadata.name.as_str());
-        check_runtime_handler(&request.runtime_handler)?;
+        let runtime = self.runtime_of(&request.runtime_handler)?;
         let modes = namespace_modes(&config)?;
         let port_mappings = if modes.host_network {
             // The pod uses the node's ports directly.
@@ -136,6 +137,7 @@ impl Cri {
             .shims
             .start(
                 &id,
+                runtime,
                 namespaces,
                 (!hostname.is_empty()).then(|| hostname.clone()),
             )
@@ -214,14 +216,24 @@ fn namespace_modes(config: &PodSandboxConfig) -> Result<NamespaceModes, CriError
     })
 }
 
-/// crius has one runtime handler, the default (named "" in the CRI, "runc" accepted).
-pub(super) fn check_runtime_handler(handler: &str) -> Result<(), CriError> {
-    match handler {
-        "" | "runc" => Ok(()),
-        other => Err(CriError::invalid(
-            "runtime_handler",
-            format!("{other:?} is not a runtime handler of this node (known: \"\", \"runc\")"),
-        )),
+impl Cri {
+    /// The OCI runtime of runtime handler `handler` (`""`: the default handler); an
+    /// unknown handler is refused naming it and the known ones.
+    pub(super) fn runtime_of(&self, handler: &str) -> Result<OciRuntime, CriError> {
+        self.config.runtime(handler).cloned().ok_or_else(|| {
+            let known: Vec<String> = self
+                .config
+                .runtime_handlers()
+                .map(|name| format!("{name:?}"))
+                .collect();
+            CriError::invalid(
+                "runtime_handler",
+                format!(
+                    "{handler:?} is not a runtime handler of this node (known: {})",
+                    known.join(", ")
+                ),
+            )
+        })
     }
 }
 

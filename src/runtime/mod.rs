@@ -278,8 +278,7 @@ fn container_process(
         .env(process_args::process_env(config, input.image, hostname))
         .cwd(process_args::process_cwd(config, input.image))
         .user(user)
-        .capabilities(capabilities)
-        .no_new_privileges(security.no_new_privs);
+        .capabilities(capabilities);
     if let Some(adj) = resources::oom_score_adj(&config.linux.resources)? {
         process = process.oom_score_adj(adj);
     }
@@ -298,6 +297,11 @@ fn container_process(
     })?;
     // No rlimits means the OCI runtime's own, inherited from the daemon.
     process.set_rlimits((!rlimits.is_empty()).then_some(rlimits));
+    // Left out rather than false (the same to the OCI spec; the builder's default would be
+    // true): libcontainer takes an explicit false for true when it orders seccomp, and
+    // would install the filter after dropping the capabilities that installing it
+    // without no_new_privs needs.
+    process.set_no_new_privileges(security.no_new_privs.then_some(true));
     Ok(process)
 }
 

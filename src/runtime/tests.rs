@@ -111,6 +111,8 @@ fn a_typical_container() {
     assert_eq!((process.user().uid(), process.user().gid()), (33, 33));
     assert_eq!(process.cwd(), Path::new("/"));
     assert_eq!(process.terminal(), Some(false));
+    // Absent, not false: see `container_process`.
+    assert_eq!(process.no_new_privileges(), None);
     let env = process.env().clone().unwrap();
     assert!(env.contains(&"HOSTNAME=web-0".to_string()));
     assert!(env.contains(&"LANG=C.UTF-8".to_string()));

@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use containerd_shim_protos::create_task;
@@ -20,7 +20,7 @@ use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, sethostname, setsi
 
 use super::pid_namespace::PidNamespaceInit;
 use super::reaper::Reaper;
-use super::runc::{dev_null, Runc};
+use super::runc::{dev_null, OciRuntime, Runc};
 use super::task::TaskService;
 use super::ShimError;
 
@@ -32,8 +32,8 @@ pub struct ShimOptions {
     pub dir: PathBuf,
     /// The unix socket it serves on (kept short: socket paths are limited to 107 bytes).
     pub socket: PathBuf,
-    /// The OCI runtime binary.
-    pub runtime: PathBuf,
+    /// The OCI runtime of the pod's runtime handler.
+    pub runtime: OciRuntime,
     /// Namespaces the shim creates and holds for the pod's containers to join.
     pub namespaces: PodNamespaces,
     /// The pod's hostname, set in its UTS namespace.
@@ -168,7 +168,13 @@ fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), Sh
     // Before any thread: the reaper blocks SIGCHLD for every thread spawned after it.
     let reaper = Reaper::start()?;
     let (shutdown_sender, shutdown) = mpsc::channel();
-    let runc = Runc::new(&options.runtime, &options.dir.join("runc"));
+    // The shim's own executable, also after an upgrade replaced the file: the embedded
+    // runtime stays the version of the shim that runs the pod.
+    let runc = Runc::new(
+        &options.runtime,
+        Path::new("/proc/self/exe"),
+        &options.dir.join("runc"),
+    );
     let service = TaskService::new(
         runc,
         reaper.clone(),

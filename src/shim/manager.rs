@@ -21,6 +21,7 @@ use containerd_shim_protos::ttrpc::{self, context};
 use containerd_shim_protos::TaskClient;
 
 use super::daemon::PodNamespaces;
+use super::runc::OciRuntime;
 use super::task::check_exec_id;
 use super::task::REOPEN_LOG_ANNOTATION;
 use super::ShimError;
@@ -36,10 +37,8 @@ const SIGKILL: u32 = 9;
 
 /// Starts and finds shims.
 pub struct ShimManager {
-    /// The `crius-shim` binary.
+    /// The `crius-shim` binary (which also embeds an OCI runtime).
     shim_binary: PathBuf,
-    /// The OCI runtime the shims run containers with.
-    runtime: PathBuf,
     /// `<state>/shims`.
     dir: PathBuf,
     /// `<state>/s`: the shims' sockets.
@@ -102,10 +101,9 @@ pub enum TaskStatus {
 }
 
 impl ShimManager {
-    pub fn new(shim_binary: &Path, runtime: &Path, state: &Path) -> ShimManager {
+    pub fn new(shim_binary: &Path, state: &Path) -> ShimManager {
         ShimManager {
             shim_binary: shim_binary.to_path_buf(),
-            runtime: runtime.to_path_buf(),
             dir: state.join("shims"),
             sockets: state.join("s"),
         }
@@ -129,11 +127,13 @@ impl ShimManager {
         Ok(socket)
     }
 
-    /// Starts the shim of `sandbox_id`, holding the pod's own `namespaces` (with
-    /// `hostname` in a new UTS namespace), and connects to it. Blocking.
+    /// Starts the shim of `sandbox_id`, running containers with `runtime` and holding the
+    /// pod's own `namespaces` (with `hostname` in a new UTS namespace), and connects to it.
+    /// Blocking.
     pub fn start(
         &self,
         sandbox_id: &str,
+        runtime: &OciRuntime,
         namespaces: PodNamespaces,
         hostname: Option<&str>,
     ) -> Result<Shim, ShimError> {
@@ -147,7 +147,7 @@ impl ShimManager {
             .arg("--socket")
             .arg(self.socket(sandbox_id)?)
             .arg("--runtime")
-            .arg(&self.runtime);
+            .arg(PathBuf::from(runtime.clone()));
         if let Some(netns) = &namespaces.network {
             command.arg("--netns").arg(netns);
         }
@@ -177,16 +177,22 @@ impl ShimManager {
         Shim::connect(&address, self.shim_dir(sandbox_id))
     }
 
-    /// Kills and deletes container `id` of a pod whose shim died, with the OCI runtime
-    /// itself: the shim kept the runtime's state under its own directory, and without
-    /// the shim nothing else would ever stop the container. Deleting what the runtime
-    /// does not know succeeds. Blocking.
-    pub fn delete_orphan(&self, sandbox_id: &str, id: &str) -> Result<(), ShimError> {
+    /// Kills and deletes container `id` of a pod whose shim died, with the pod's OCI
+    /// `runtime` itself: the shim kept the runtime's state under its own directory, and
+    /// without the shim nothing else would ever stop the container. Deleting what the
+    /// runtime does not know succeeds. Blocking.
+    pub fn delete_orphan(
+        &self,
+        sandbox_id: &str,
+        id: &str,
+        runtime: &OciRuntime,
+    ) -> Result<(), ShimError> {
         let root = self.shim_dir(sandbox_id).join("runc");
         if !root.join(id).exists() {
             return Ok(());
         }
-        let output = Command::new(&self.runtime)
+        let output = runtime
+            .command(&self.shim_binary)
             .arg("--root")
             .arg(&root)
             .args(["delete", "--force", id])

@@ -6,7 +6,9 @@
 //!   state, delete, shutdown), so criusd could drive another shim v2 binary and
 //!   containerd could drive this one.
 //! - [`reaper`]: the subreaper that collects every exit exactly once.
-//! - [`runc`]: containers run through an OCI runtime binary with a private `--root`.
+//! - [`runc`]: containers run through an OCI runtime with runc's command line and a
+//!   private `--root`: a runtime handler's binary, or [`embedded`].
+//! - [`embedded`]: `crius-shim oci`, the OCI runtime built into the shim (libcontainer).
 //! - [`cri_log`]: container output written in the CRI log format.
 //! - [`daemon`]: `crius-shim start`: fork the shim daemon, bind its socket, serve.
 //! - [`pid_namespace`]: the init that holds a pod's shared PID namespace.
@@ -16,6 +18,7 @@
 
 pub mod cri_log;
 pub mod daemon;
+pub mod embedded;
 pub mod manager;
 pub mod pid_namespace;
 pub mod reaper;

@@ -1,17 +1,77 @@
 //! The `runc` command line, as the shim drives it: one private `--root` per shim (never
 //! the host's shared `/run/runc`), errors taken from runc's own log file.
+//!
+//! The runtime behind the command line is a runtime handler's [`OciRuntime`]: an OCI
+//! runtime binary, or the one built into `crius-shim` (`crius-shim oci`, see
+//! [`super::embedded`]), which speaks the same subset of runc's command line so that
+//! both run as child processes whose exits the shim's reaper collects.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 
+use serde::{Deserialize, Serialize};
+
 use super::reaper::{wait_for, Exit, Reaper};
 use super::ShimError;
 
-/// An OCI runtime binary with the runc command line (runc, crun and youki share it).
+/// How [`OciRuntime::Embedded`] is written in the config and on the shim's command line.
+const EMBEDDED_NAME: &str = "embedded";
+
+/// The `crius-shim` subcommand that is the embedded runtime.
+pub const EMBEDDED_SUBCOMMAND: &str = "oci";
+
+/// The OCI runtime of a runtime handler. Written as a path: `"embedded"` is the built-in
+/// one, anything else a binary (a path, or a name looked up in PATH).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "PathBuf", into = "PathBuf")]
+pub enum OciRuntime {
+    /// Built into `crius-shim` (libcontainer): nothing to install.
+    Embedded,
+    /// A binary with runc's command line (runc, crun, youki).
+    Binary(PathBuf),
+}
+
+impl OciRuntime {
+    /// A command that runs this runtime; `shim` is the `crius-shim` binary that embeds
+    /// one.
+    pub fn command(&self, shim: &Path) -> Command {
+        match self {
+            OciRuntime::Embedded => {
+                let mut command = Command::new(shim);
+                command.arg(EMBEDDED_SUBCOMMAND);
+                command
+            }
+            OciRuntime::Binary(binary) => Command::new(binary),
+        }
+    }
+}
+
+impl From<PathBuf> for OciRuntime {
+    fn from(path: PathBuf) -> OciRuntime {
+        if path.as_os_str() == EMBEDDED_NAME {
+            OciRuntime::Embedded
+        } else {
+            OciRuntime::Binary(path)
+        }
+    }
+}
+
+impl From<OciRuntime> for PathBuf {
+    fn from(runtime: OciRuntime) -> PathBuf {
+        match runtime {
+            OciRuntime::Embedded => PathBuf::from(EMBEDDED_NAME),
+            OciRuntime::Binary(binary) => binary,
+        }
+    }
+}
+
+/// An OCI runtime with the runc command line, run for one shim's containers.
 pub struct Runc {
-    binary: PathBuf,
+    runtime: OciRuntime,
+    /// The binary that embeds [`OciRuntime::Embedded`]: the shim's own.
+    shim: PathBuf,
     /// runc's state directory for this shim's containers.
     root: PathBuf,
 }
@@ -25,9 +85,10 @@ pub struct ProcessStdio {
 }
 
 impl Runc {
-    pub fn new(binary: &Path, root: &Path) -> Runc {
+    pub fn new(runtime: &OciRuntime, shim: &Path, root: &Path) -> Runc {
         Runc {
-            binary: binary.to_path_buf(),
+            runtime: runtime.clone(),
+            shim: shim.to_path_buf(),
             root: root.to_path_buf(),
         }
     }
@@ -134,7 +195,7 @@ impl Runc {
     }
 
     fn command(&self, bundle: &Path, id: &str) -> Command {
-        let mut command = Command::new(&self.binary);
+        let mut command = self.runtime.command(&self.shim);
         command
             .arg("--root")
             .arg(&self.root)

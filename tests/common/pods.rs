@@ -75,12 +75,42 @@ pub fn privileged(mut config: ContainerConfig) -> ContainerConfig {
     config
 }
 
+/// Defines, for each test body `name` (an async function taking a runtime handler's
+/// name), a module `name` with one test per handler of the default config: `embedded`
+/// (the runtime built into crius-shim) and `runc` (Debian's runc).
+#[macro_export]
+macro_rules! on_each_handler {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$name("embedded").await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn runc() {
+                super::$name("runc").await
+            }
+        }
+    )*};
+}
+
+/// Runs a pod with the default runtime handler.
 pub async fn run_pod(client: &mut CriClient, config: &PodSandboxConfig) -> String {
+    run_pod_on(client, config, "").await
+}
+
+/// Runs a pod with runtime handler `handler`.
+pub async fn run_pod_on(
+    client: &mut CriClient,
+    config: &PodSandboxConfig,
+    handler: &str,
+) -> String {
     client
         .runtime
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(config.clone()),
-            runtime_handler: String::new(),
+            runtime_handler: handler.to_string(),
         })
         .await
         .unwrap()
