@@ -61,7 +61,9 @@ fn bench_measures_every_scenario_against_crius() {
             "--memory-pods",
             "2,3",
             "--list-at",
-            "4,8",
+            "2,4",
+            "--crius-handler",
+            "runc",
             "--scenarios",
             &SCENARIOS.join(","),
             "--crius-pid",
@@ -110,6 +112,7 @@ fn bench_measures_every_scenario_against_crius() {
         );
     }
     assert_eq!(report["runtimes"][0]["name"], "crius");
+    assert_eq!(report["runtimes"][1]["name"], "crius (runc)");
 }
 
 /// Not a test: `benches/run.sh` runs it (`-- --ignored --exact prepare_bench_images`) to

@@ -38,6 +38,10 @@ struct Args {
     /// CRI endpoint of crius (unix:///path/to/socket or a socket path).
     #[arg(long, value_name = "ADDRESS")]
     crius: String,
+    /// Also measure crius with pods on this runtime handler (e.g. `embedded`), as a
+    /// column of its own after the baseline's: the default handler against another.
+    #[arg(long, value_name = "HANDLER")]
+    crius_handler: Option<String>,
     /// CRI endpoint of the baseline containerd; without it only crius is measured.
     #[arg(long, value_name = "ADDRESS")]
     containerd: Option<String>,
@@ -180,6 +184,14 @@ async fn run(args: Args) -> Result<(), BenchError> {
             )
             .await?,
         );
+    }
+    if let Some(handler) = args.crius_handler {
+        // Runtime names are 'static (they travel in every error); this one is made once
+        // per run.
+        let name: &'static str = Box::leak(format!("crius ({handler})").into_boxed_str());
+        let mut runtime = Runtime::connect(name, &args.crius, args.crius_pid, None).await?;
+        runtime.handler = handler;
+        runtimes.push(runtime);
     }
     std::fs::create_dir_all(&args.log_dir).map_err(|source| BenchError::Io {
         path: PathBuf::from(&args.log_dir),

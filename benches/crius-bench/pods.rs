@@ -138,7 +138,7 @@ pub async fn pod_memory(bench: &Bench) -> Result<Vec<Metric>, BenchError> {
                 for pod in &pods {
                     let pid = runtime.pod_pid(pod).await?;
                     // crius reports its shim; containerd its pause process, child of the shim.
-                    let (shim, pause) = if runtime.name == "crius" {
+                    let (shim, pause) = if runtime.name.starts_with("crius") {
                         (pid, None)
                     } else {
                         (procfs::parent(pid)?, Some(pid))

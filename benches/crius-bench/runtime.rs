@@ -41,6 +41,8 @@ pub struct Runtime {
     pub pid: Option<u32>,
     /// The daemon's root dir, to check that removed images leave the disk.
     pub root: Option<PathBuf>,
+    /// The CRI runtime handler its pods ask for ("" = the default).
+    pub handler: String,
     client: CriClient,
 }
 
@@ -63,6 +65,7 @@ impl Runtime {
             version: String::new(),
             pid,
             root,
+            handler: String::new(),
             client,
         };
         // A daemon may listen before it serves: containerd's CRI plugin answers "server is
@@ -149,7 +152,7 @@ impl Runtime {
                 "RunPodSandbox",
                 service.run_pod_sandbox(RunPodSandboxRequest {
                     config: Some(pod_config(name, log_dir)),
-                    runtime_handler: String::new(),
+                    runtime_handler: self.handler.clone(),
                 }),
             )
             .await?;
