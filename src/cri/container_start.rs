@@ -32,6 +32,7 @@ impl Cri {
         let shim_pid = self.sandbox(&container.sandbox_id)?.shim_pid;
         watch_exit(
             self.containers.clone(),
+            self.sandboxes.clone(),
             shim,
             shim_pid,
             container.id.clone(),

@@ -58,7 +58,8 @@ pub struct Cri {
     images: Arc<ImageManager>,
     /// Pod CIDR(s) kubelet last sent through UpdateRuntimeConfig; empty until then.
     pod_cidr: Mutex<String>,
-    sandboxes: RecordStore<SandboxRecord>,
+    /// Shared with the exit watchers, which mark a pod whose shim died NOTREADY.
+    sandboxes: Arc<RecordStore<SandboxRecord>>,
     /// Shared with the exit watchers, which record exits as they happen.
     containers: Arc<RecordStore<ContainerRecord>>,
     shims: PodShims,
@@ -121,7 +122,7 @@ impl Cri {
             })?;
         let cri = Cri {
             network,
-            sandboxes: RecordStore::open(&config.root.join("pods/sandboxes"))?,
+            sandboxes: Arc::new(RecordStore::open(&config.root.join("pods/sandboxes"))?),
             containers: Arc::new(RecordStore::open(&config.root.join("pods/containers"))?),
             shims: PodShims::new(ShimManager::new(&shim_binary, &config.state)),
             host,

@@ -11,7 +11,7 @@ use crate::cgroups::Cgroup;
 use crate::shim::daemon::PodNamespaces;
 use crate::shim::manager::{ExitStatus, Shim, ShimManager};
 use crate::shim::runc::OciRuntime;
-use crate::store::{ContainerRecord, ContainerState, RecordStore};
+use crate::store::{ContainerRecord, ContainerState, RecordStore, SandboxRecord, SandboxState};
 
 /// How long one Wait call may block before the watcher asks again; keeps shim threads
 /// from being held forever by a connection that died.
@@ -102,9 +102,11 @@ pub(super) async fn blocking<T: Send + 'static, E: Into<CriError> + Send + 'stat
 }
 
 /// Records the container's exit when it happens, however it happens: also when its
-/// pod's shim (process `shim_pid`) dies and takes the container with it.
+/// pod's shim (process `shim_pid`) dies and takes the container with it, which also
+/// makes the pod NOTREADY.
 pub(super) fn watch_exit(
     containers: Arc<RecordStore<ContainerRecord>>,
+    sandboxes: Arc<RecordStore<SandboxRecord>>,
     shim: Arc<Shim>,
     shim_pid: u32,
     id: String,
@@ -121,6 +123,11 @@ pub(super) fn watch_exit(
                 Err(err) if !shim_running(shim_pid) => {
                     tracing::warn!(container = %id, "the pod's shim died: {err}");
                     record_shim_lost(&containers, &id);
+                    if let Ok(Some(container)) = containers.find(&id) {
+                        let _ = sandboxes.update(&container.sandbox_id, |record| {
+                            record.state = SandboxState::NotReady
+                        });
+                    }
                     return;
                 }
                 Err(err) => {

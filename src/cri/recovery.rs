@@ -52,6 +52,7 @@ impl Cri {
                         }
                         watch_exit(
                             self.containers.clone(),
+                            self.sandboxes.clone(),
                             shim.clone(),
                             sandbox.shim_pid,
                             container.id.clone(),

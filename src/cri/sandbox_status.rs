@@ -7,7 +7,6 @@ use super::api::{
     NamespaceOption, PodIp, PodSandbox, PodSandboxMetadata, PodSandboxNetworkStatus,
     PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
 };
-use super::pod_shims::shim_running;
 use super::{Cri, CriError};
 use crate::store::{SandboxRecord, SandboxState};
 
@@ -133,10 +132,11 @@ fn metadata(sandbox: &SandboxRecord) -> PodSandboxMetadata {
     }
 }
 
-/// A ready pod whose shim died (it held the pod's namespaces) is not ready any more.
+/// The record's state: the exit watchers mark a pod whose shim died NOTREADY, so listing
+/// never has to look at the processes.
 fn state(sandbox: &SandboxRecord) -> PodSandboxState {
     match sandbox.state {
-        SandboxState::Ready if shim_running(sandbox.shim_pid) => PodSandboxState::SandboxReady,
-        SandboxState::Ready | SandboxState::NotReady => PodSandboxState::SandboxNotready,
+        SandboxState::Ready => PodSandboxState::SandboxReady,
+        SandboxState::NotReady => PodSandboxState::SandboxNotready,
     }
 }
