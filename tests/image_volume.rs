@@ -104,9 +104,7 @@ async fn bad_image_volumes_are_refused_naming_the_field_and_leave_nothing() {
         assert_eq!(err.code(), code, "{err:?}");
         assert!(err.message().contains(says), "{err:?}");
     }
-    let left = std::fs::read_dir(daemon.state().join("containers"))
-        .map(|entries| entries.count())
-        .unwrap_or(0);
+    let left = common::entries(&daemon.state().join("containers")).unwrap_or(0);
     assert_eq!(left, 0, "a refused container left its bundle");
     remove_pod(&mut client, &pod).await;
 }

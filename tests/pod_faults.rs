@@ -144,13 +144,9 @@ async fn a_hundred_pod_and_container_cycles_leak_nothing() {
     assert!(list_pods(&mut client).await.is_empty());
     assert!(list_containers(&mut client).await.is_empty());
     for dir in ["sandboxes", "containers", "netns", "shims"] {
-        let left = std::fs::read_dir(daemon.state().join(dir))
-            .map(|entries| entries.count())
-            .unwrap_or(0);
+        let left = common::entries(&daemon.state().join(dir)).unwrap_or(0);
         assert_eq!(left, 0, "state/{dir} keeps entries of removed pods");
     }
-    let layers = std::fs::read_dir(daemon.root().join("layers"))
-        .map(|entries| entries.count())
-        .unwrap_or(0);
+    let layers = common::entries(&daemon.root().join("layers")).unwrap_or(0);
     assert_eq!(layers, 0, "writable layers of removed containers are left");
 }

@@ -85,19 +85,15 @@ async fn pods_get_addresses_and_reach_each_other_and_the_host_reaches_them() {
 
     // Pod to pod across the bridge, and host to pod.
     http_get(&format!("{server_ip}:8080"));
-    let (code, body, stderr) = exec(
-        &mut client,
-        &other_ctr,
-        &[
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            &format!("http://{server_ip}:8080/"),
-        ],
-    )
-    .await;
-    assert_eq!((code, body.trim()), (0, "from-server"), "{stderr}");
+    assert_eq!(
+        wget_in(
+            &mut client,
+            &other_ctr,
+            &format!("http://{server_ip}:8080/")
+        )
+        .await,
+        "from-server"
+    );
 
     // Stop releases the veth and the address at once; a second Stop is fine.
     client
@@ -112,9 +108,7 @@ async fn pods_get_addresses_and_reach_each_other_and_the_host_reaches_them() {
     remove_pod(&mut client, &server).await;
     remove_pod(&mut client, &other).await;
     assert!(daemon.network().links_on_bridge().is_empty());
-    let netns = std::fs::read_dir(daemon.state().join("netns"))
-        .unwrap()
-        .count();
+    let netns = common::entries(&daemon.state().join("netns")).unwrap();
     assert_eq!(netns, 0, "pinned network namespaces left");
 }
 
@@ -164,14 +158,7 @@ async fn host_ports_relay_tcp_and_udp_and_survive_a_daemon_restart() {
         host_port: i32::from(tcp_port),
         host_ip: String::new(),
     }];
-    let err = client
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(clash),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let err = try_run_pod(&mut client, &clash).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(
         err.message().contains(&format!("host port {tcp_port}/tcp")),
@@ -259,35 +246,17 @@ async fn an_exhausted_subnet_fails_naming_it_and_leaves_nothing() {
         .unwrap();
     let logs = tempfile::tempdir().unwrap();
     let first = run_pod(&mut client, &pod_config("first", logs.path())).await;
-    let err = client
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_config("second", logs.path())),
-            runtime_handler: String::new(),
-        })
+    let err = try_run_pod(&mut client, &pod_config("second", logs.path()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     let subnet = daemon.network().subnet().replace("0/24", "0/30");
     assert!(err.message().contains(&subnet), "{err:?}");
-    let listed = client
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let listed = list_pods(&mut client).await;
     assert_eq!(listed.len(), 1, "the failed pod must not be listed");
+    assert_eq!(common::entries(&daemon.state().join("netns")).unwrap(), 1);
     assert_eq!(
-        std::fs::read_dir(daemon.state().join("netns"))
-            .unwrap()
-            .count(),
-        1
-    );
-    assert_eq!(
-        std::fs::read_dir(daemon.state().join("sandboxes"))
-            .unwrap()
-            .count(),
+        common::entries(&daemon.state().join("sandboxes")).unwrap(),
         1
     );
 
@@ -352,16 +321,9 @@ async fn two_hundred_pod_cycles_leak_nothing() {
     }
     assert!(daemon.network().links_on_bridge().is_empty());
     assert!(daemon.ip_allocations().is_empty());
+    assert_eq!(common::entries(&daemon.state().join("netns")).unwrap(), 0);
     assert_eq!(
-        std::fs::read_dir(daemon.state().join("netns"))
-            .unwrap()
-            .count(),
-        0
-    );
-    assert_eq!(
-        std::fs::read_dir(daemon.state().join("sandboxes"))
-            .unwrap()
-            .count(),
+        common::entries(&daemon.state().join("sandboxes")).unwrap(),
         0
     );
 }
@@ -444,13 +406,10 @@ async fn dual_stack_pods_get_an_ipv6_address_too_and_talk_over_it() {
 
     // Host to pod, and pod to pod, over IPv6.
     http_get(&format!("[{ip6}]:8080"));
-    let (code, body, stderr) = exec(
-        &mut client,
-        &other_ctr,
-        &["wget", "-q", "-O", "-", &format!("http://[{ip6}]:8080/")],
-    )
-    .await;
-    assert_eq!((code, body.trim()), (0, "over-ipv6"), "{stderr}");
+    assert_eq!(
+        wget_in(&mut client, &other_ctr, &format!("http://[{ip6}]:8080/")).await,
+        "over-ipv6"
+    );
     assert_eq!(daemon.ip_allocations().len(), 4, "two addresses per pod");
     remove_pod(&mut client, &server).await;
     remove_pod(&mut client, &other).await;

@@ -232,20 +232,6 @@ async fn network_status(client: &mut CriClient) -> (bool, String, Value) {
     (condition.status, condition.message, info)
 }
 
-async fn try_run_pod(
-    client: &mut CriClient,
-    config: &PodSandboxConfig,
-) -> Result<String, tonic::Status> {
-    client
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .map(|response| response.into_inner().pod_sandbox_id)
-}
-
 async fn stop_pod(client: &mut CriClient, pod: &str) {
     client
         .runtime
@@ -385,19 +371,15 @@ async fn pods_get_host_local_addresses_and_reach_each_other_through_the_bridge_p
 
     // Host to pod, pod to pod across the bridge, and the relayed host port.
     http_get(&format!("{server_ip}:8080"));
-    let (code, body, stderr) = exec(
-        &mut client,
-        &other_ctr,
-        &[
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            &format!("http://{server_ip}:8080/"),
-        ],
-    )
-    .await;
-    assert_eq!((code, body.trim()), (0, "from-server"), "{stderr}");
+    assert_eq!(
+        wget_in(
+            &mut client,
+            &other_ctr,
+            &format!("http://{server_ip}:8080/")
+        )
+        .await,
+        "from-server"
+    );
     let (_, routes, _) = exec(&mut client, &other_ctr, &["ip", "route"]).await;
     assert!(
         routes.contains(&format!("default via {}", daemon.network().gateway())),

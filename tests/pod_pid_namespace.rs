@@ -52,17 +52,7 @@ fn container_with_pid_mode(
 
 /// The host's name of the pid namespace of the container's init.
 async fn pid_namespace_of(client: &mut CriClient, id: &str) -> PathBuf {
-    let response = client
-        .runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&response.info["info"]).unwrap();
-    let pid = info["pid"].as_u64().unwrap();
+    let pid = container_info(client, id).await["pid"].as_u64().unwrap();
     std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap()
 }
 
@@ -296,13 +286,6 @@ async fn container_node_and_target_pid_modes() {
 
     // TARGET is for containers; a pod cannot ask for it.
     let config = pod_with_pid_mode("targeted", logs.path(), NamespaceMode::Target);
-    let err = client
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let err = try_run_pod(&mut client, &config).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 }

@@ -264,6 +264,11 @@ impl Drop for Daemon {
     }
 }
 
+/// How many entries `dir` holds (a daemon's state or root subdirectory, say).
+pub fn entries(dir: &Path) -> std::io::Result<usize> {
+    Ok(std::fs::read_dir(dir)?.count())
+}
+
 /// Asserts that no mount point and no process refers to anything under `dir`.
 pub fn assert_nothing_left_under(dir: &Path) {
     let dir = dir.to_string_lossy().into_owned();

@@ -106,6 +106,22 @@ pub async fn run_pod_on(
     config: &PodSandboxConfig,
     handler: &str,
 ) -> String {
+    try_run_pod_on(client, config, handler).await.unwrap()
+}
+
+/// RunPodSandbox with the default handler, for tests that expect it to fail.
+pub async fn try_run_pod(
+    client: &mut CriClient,
+    config: &PodSandboxConfig,
+) -> Result<String, tonic::Status> {
+    try_run_pod_on(client, config, "").await
+}
+
+async fn try_run_pod_on(
+    client: &mut CriClient,
+    config: &PodSandboxConfig,
+    handler: &str,
+) -> Result<String, tonic::Status> {
     client
         .runtime
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -113,9 +129,7 @@ pub async fn run_pod_on(
             runtime_handler: handler.to_string(),
         })
         .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id
+        .map(|response| response.into_inner().pod_sandbox_id)
 }
 
 pub async fn create(
@@ -282,6 +296,14 @@ pub async fn container_info(client: &mut CriClient, id: &str) -> serde_json::Val
         .unwrap()
         .into_inner();
     serde_json::from_str(&verbose.info["info"]).unwrap()
+}
+
+/// GET `url` with busybox wget from inside container `id`; the body, trimmed.
+pub async fn wget_in(client: &mut CriClient, id: &str, url: &str) -> String {
+    exec_ok(client, id, &["wget", "-q", "-O", "-", url])
+        .await
+        .trim()
+        .to_string()
 }
 
 /// busybox httpd serving `text` on port 8080 in the container.
