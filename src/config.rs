@@ -172,6 +172,9 @@ pub struct NetworkConfig {
     pub subnet: String,
     /// An IPv6 subnet as well, for dual-stack pods; empty for IPv4 only.
     pub subnet6: String,
+    /// Masquerade what pods on the bridge send out of the node (an nftables table of
+    /// crius's own, and IP forwarding on).
+    pub masquerade: bool,
     /// Where CNI network configs are read from (the first file in lexical order).
     pub cni_conf_dir: PathBuf,
     /// Where CNI plugin binaries are looked up, in order (`CNI_PATH`).
@@ -189,6 +192,7 @@ impl Default for NetworkConfig {
             bridge: "crius0".to_string(),
             subnet: "10.88.0.0/16".to_string(),
             subnet6: String::new(),
+            masquerade: false,
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
             cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
             cni_cache_dir: None,

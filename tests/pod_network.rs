@@ -8,11 +8,12 @@ mod common;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
-use common::network::{free_port, http_get, wait_until_free};
+use common::network::{free_port, http_get, wait_until_free, OutsideNetwork};
 use common::pods::*;
 use common::registry::Registry;
 use common::{images, pull_image, Daemon};
 use crius::cri::api::*;
+use crius::cri::client::CriClient;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,4 +414,89 @@ async fn dual_stack_pods_get_an_ipv6_address_too_and_talk_over_it() {
     assert_eq!(daemon.ip_allocations().len(), 4, "two addresses per pod");
     remove_pod(&mut client, &server).await;
     remove_pod(&mut client, &other).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masquerade_lets_pods_reach_beyond_the_node_and_goes_when_turned_off() {
+    let registry = Registry::start();
+    registry.push(&images::busybox(), "busybox", "latest");
+    let registry_config = format!("[registries.\"{}\"]\ninsecure = true\n", registry.addr());
+    let mut daemon = Daemon::start_with_network(&registry_config, |slot| {
+        format!("{}masquerade = true\n", slot.config())
+    });
+    let outside = OutsideNetwork::create(daemon.network(), "from-outside");
+    let mut client = daemon.client().await;
+    let image = registry.reference("busybox", "latest");
+    pull_image(&mut client, &image, None).await.unwrap();
+
+    // One rule for the subnet, leaving out what stays on the bridge.
+    let table = daemon
+        .network()
+        .list_masquerade_table()
+        .expect("masquerade table");
+    assert!(
+        table.contains(&format!("ip saddr {}", daemon.network().subnet())),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "oifname != \"{}\" masquerade",
+            daemon.network().bridge()
+        )),
+        "{table}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    let network = runtime_status_network(&mut client).await;
+    assert_eq!(
+        network["masquerade"],
+        format!("inet {}", daemon.network().masquerade_table())
+    );
+
+    let logs = tempfile::tempdir().unwrap();
+    let (pod, ctr) = run_pod_with(
+        &mut client,
+        &pod_config("egress", logs.path()),
+        &image,
+        &["sleep", "1000"],
+    )
+    .await;
+    // (busybox's own `wget -T` crashes: `timeout` bounds the attempt instead.)
+    let url = outside.url();
+    let fetch_outside = ["timeout", "3", "wget", "-q", "-O", "-", &url];
+    let (code, body, stderr) = exec(&mut client, &ctr, &fetch_outside).await;
+    assert_eq!((code, body.trim()), (0, "from-outside"), "{stderr}");
+
+    // Off: the next start removes crius's table, and the outside cannot answer the pod.
+    daemon.stop();
+    let config = std::fs::read_to_string(daemon.config_path()).unwrap();
+    std::fs::write(
+        daemon.config_path(),
+        config.replace("masquerade = true", "masquerade = false"),
+    )
+    .unwrap();
+    daemon.spawn();
+    assert_eq!(daemon.network().list_masquerade_table(), None);
+    let mut client = daemon.client().await;
+    let (code, _, stderr) = exec(&mut client, &ctr, &fetch_outside).await;
+    assert_eq!(
+        code, 143,
+        "{url} unmasqueraded: no answer, so `timeout` ends wget: {stderr}"
+    );
+    remove_pod(&mut client, &pod).await;
+}
+
+/// The network the runtime's verbose Status describes.
+async fn runtime_status_network(client: &mut CriClient) -> serde_json::Value {
+    let status = client
+        .runtime
+        .status(StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    serde_json::from_str(&status.info["network"]).unwrap()
 }

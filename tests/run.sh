@@ -6,7 +6,8 @@
 # real registry, skopeo to push test images into it, Debian's dynamic busybox for the test
 # images, htpasswd and openssl for registries that require Basic or token authentication,
 # runc for the tests of the runc runtime handler, iproute2 for the network tests' checks,
-# the CNI reference plugins and iptables for the CNI mode tests' bridge and portmap), then
+# the CNI reference plugins and iptables for the CNI mode tests' bridge and portmap, nft
+# for the built-in bridge's outbound masquerade), then
 # runs every unit and integration test: with cargo-nextest when it is installed, else with
 # cargo test. Extra arguments go to the test runner (e.g. a test name filter).
 set -euo pipefail
@@ -33,6 +34,7 @@ declare -A needed=(
     [iproute2]=/usr/sbin/ip
     [containernetworking-plugins]=/usr/lib/cni/bridge
     [iptables]=/usr/sbin/iptables
+    [nftables]=/usr/sbin/nft
 )
 missing=()
 for package in "${!needed[@]}"; do

@@ -23,6 +23,11 @@ pub struct Subnet {
 }
 
 impl Subnet {
+    /// Its first address (the network address).
+    pub fn network(&self) -> IpAddr {
+        self.network
+    }
+
     pub fn prefix(&self) -> u8 {
         self.prefix
     }

@@ -20,6 +20,7 @@ mod cni;
 mod cni_config;
 mod ipam;
 mod loopback;
+mod masquerade;
 mod netlink;
 mod netns;
 mod port_proxy;
@@ -38,6 +39,7 @@ use cni::Cni;
 pub use cni::CniError;
 pub use cni_config::CniConfigError;
 use ipam::Ipam;
+use masquerade::Masquerade;
 use port_proxy::PortProxies;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,12 @@ pub enum NetworkError {
     HostPort {
         mapping: PortMapping,
         source: std::io::Error,
+    },
+    #[error("cannot {what} the masquerade table inet {table}: {reason}")]
+    Masquerade {
+        what: &'static str,
+        table: String,
+        reason: String,
     },
     #[error("pod networking is not ready: {0}")]
     NotReady(String),
@@ -123,6 +131,10 @@ pub struct PodNetwork {
     /// IPAM.
     subnets: Vec<(Subnet, Ipam)>,
     netns_dir: PathBuf,
+    /// The bridge's outbound masquerade table: kept up to date while `masquerade_on`,
+    /// else removed if an earlier run made it.
+    masquerade: Masquerade,
+    masquerade_on: bool,
     proxies: PortProxies,
     cni: Cni,
     /// The bridge's state: `None` until first prepared, then why it cannot network pods
@@ -153,6 +165,8 @@ impl PodNetwork {
                 .map(|subnet| (*subnet, Ipam::new(*subnet, ipam_dir.clone())))
                 .collect(),
             netns_dir: state.join("netns"),
+            masquerade: Masquerade::new(&config.bridge, state),
+            masquerade_on: config.masquerade,
             proxies: PortProxies::default(),
             cni: Cni::new(&config.cni_conf_dir, &config.cni_bin_dirs, &cni_cache),
             bridge_not_ready: Mutex::new(None),
@@ -212,13 +226,27 @@ impl PodNetwork {
         known.unwrap_or_else(|| self.prepare_bridge())
     }
 
-    /// Creates (or adopts) the bridge; remembers and returns why that failed, if it did.
+    /// Creates (or adopts) the bridge and its masquerade; remembers and returns why that
+    /// failed, if it did. A node configured to masquerade is not ready without it: its
+    /// pods would start but not reach beyond the node.
     fn prepare_bridge(&self) -> Option<String> {
         let outcome = netlink::ensure_bridge(&self.bridge, &self.subnet_list())
             .map_err(|err| format!("cannot set up the bridge {}: {err}", self.bridge))
+            .and_then(|()| self.prepare_masquerade().map_err(|err| err.to_string()))
             .err();
         *self.lock_bridge_not_ready() = Some(outcome.clone());
         outcome
+    }
+
+    /// Writes the masquerade table when it is on; removes crius's table when it is off.
+    fn prepare_masquerade(&self) -> Result<(), NetworkError> {
+        if self.masquerade_on {
+            return self.masquerade.apply(&self.subnet_list());
+        }
+        if let Err(err) = self.masquerade.remove_if_made() {
+            tracing::warn!("{err}");
+        }
+        Ok(())
     }
 
     /// The network new pods get and its settings, for `Status`' verbose info.
@@ -234,6 +262,9 @@ impl PodNetwork {
                     .iter()
                     .map(|subnet| subnet.gateway().to_string())
                     .collect::<Vec<_>>(),
+                "masquerade": self
+                    .masquerade_on
+                    .then(|| format!("inet {}", self.masquerade.table_name())),
             }),
             Attach::Cni => {
                 let mut cni = serde_json::json!({

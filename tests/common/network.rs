@@ -18,6 +18,8 @@ use nix::fcntl::{Flock, FlockArg};
 
 const SLOTS: u8 = 250;
 
+const NFT: &str = "/usr/sbin/nft";
+
 pub struct TestNetwork {
     index: u8,
     _lock: Flock<File>,
@@ -102,8 +104,31 @@ impl TestNetwork {
         Path::new("/sys/class/net").join(self.bridge()).exists()
     }
 
-    /// Deletes this slot's bridge and whatever is attached to it.
+    /// The nftables table that masquerades this slot's pods (`network.masquerade`).
+    pub fn masquerade_table(&self) -> String {
+        format!("crius-{}", self.bridge())
+    }
+
+    /// `nft list table` of the slot's masquerade table; `None` when it does not exist.
+    pub fn list_masquerade_table(&self) -> Option<String> {
+        let out = Command::new("nft")
+            .args(["list", "table", "inet", &self.masquerade_table()])
+            .output()
+            .expect("run nft");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Deletes this slot's bridge and whatever is attached to it, and its masquerade
+    /// table (both outlive the daemon, as on a node).
     pub fn delete_bridge(&self) {
+        if Path::new(NFT).exists() {
+            let _ = Command::new(NFT)
+                .args(["delete", "table", "inet", &self.masquerade_table()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         if !self.bridge_exists() {
             return;
         }
@@ -113,6 +138,111 @@ impl TestNetwork {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge()])
             .status();
+    }
+}
+
+/// A network namespace standing in for the world beyond the node: a veth pair to the
+/// host, `10.232.<slot>.1/24` on the host's end and `.2` inside, with no route back to
+/// the pod subnet, so that only masqueraded pod traffic gets answers. Serves HTTP on
+/// port 8080 (busybox httpd) while it lives; removed, and checked gone, on drop.
+pub struct OutsideNetwork {
+    name: String,
+    host_veth: String,
+    server: std::process::Child,
+    _www: tempfile::TempDir,
+}
+
+impl OutsideNetwork {
+    /// Creates it next to `slot`'s pod network, serving `text` at `/`.
+    pub fn create(slot: &TestNetwork, text: &str) -> OutsideNetwork {
+        let name = format!("crius-out-{}", slot.index);
+        let host_veth = format!("cxo{}", slot.index);
+        let inside_veth = format!("cxi{}", slot.index);
+        // Left by a test killed before its teardown.
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let host_address = format!("10.232.{}.1/24", slot.index);
+        let inside_address = format!("10.232.{}.2/24", slot.index);
+        let in_ns = |args: &[&str]| -> Vec<String> {
+            ["netns", "exec", &name, "ip"]
+                .iter()
+                .chain(args)
+                .map(|arg| arg.to_string())
+                .collect()
+        };
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), name.clone()],
+            [
+                "link",
+                "add",
+                &host_veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &inside_veth,
+            ]
+            .map(String::from)
+            .to_vec(),
+            ["link", "set", &inside_veth, "netns", &name]
+                .map(String::from)
+                .to_vec(),
+            ["addr", "add", &host_address, "dev", &host_veth]
+                .map(String::from)
+                .to_vec(),
+            ["link", "set", &host_veth, "up"].map(String::from).to_vec(),
+            in_ns(&["addr", "add", &inside_address, "dev", &inside_veth]),
+            in_ns(&["link", "set", &inside_veth, "up"]),
+            in_ns(&["link", "set", "lo", "up"]),
+        ];
+        for args in steps {
+            let status = Command::new("ip").args(&args).status().expect("run ip");
+            assert!(status.success(), "ip {args:?}: {status}");
+        }
+        let www = tempfile::tempdir().expect("create the web root");
+        std::fs::write(www.path().join("index.html"), format!("{text}\n")).unwrap();
+        let server = Command::new("ip")
+            .args([
+                "netns", "exec", &name, "busybox", "httpd", "-f", "-p", "8080", "-h",
+            ])
+            .arg(www.path())
+            .spawn()
+            .expect("start httpd outside");
+        OutsideNetwork {
+            name,
+            host_veth,
+            server,
+            _www: www,
+        }
+    }
+
+    /// The server's address: `http://10.232.<slot>.2:8080/`.
+    pub fn url(&self) -> String {
+        let index = self.name.trim_start_matches("crius-out-");
+        format!("http://10.232.{index}.2:8080/")
+    }
+}
+
+impl Drop for OutsideNetwork {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        // Deleting the namespace takes its end of the veth pair, and with it the host's.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Path::new("/sys/class/net").join(&self.host_veth).exists() {
+            if Instant::now() > deadline {
+                let _ = Command::new("ip")
+                    .args(["link", "del", &self.host_veth])
+                    .status();
+                if !std::thread::panicking() {
+                    panic!("{} outlived its namespace", self.host_veth);
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
