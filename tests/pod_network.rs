@@ -309,7 +309,11 @@ async fn addresses_are_not_handed_out_twice_across_a_restart() {
 /// mount or process behind (the harness checks mounts and processes at teardown).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_pod_cycles_leak_nothing() {
-    let daemon = Daemon::start();
+    // With masquerade on: its rules are per subnet, so churn must not change them.
+    let daemon =
+        Daemon::start_with_network("", |slot| format!("{}masquerade = true\n", slot.config()));
+    let rules = daemon.network().list_masquerade_table();
+    assert!(rules.is_some(), "no masquerade table");
     let mut client = daemon.client().await;
     let logs = tempfile::tempdir().unwrap();
     for cycle in 0..200 {
@@ -320,6 +324,7 @@ async fn two_hundred_pod_cycles_leak_nothing() {
         .await;
         remove_pod(&mut client, &pod).await;
     }
+    assert_eq!(daemon.network().list_masquerade_table(), rules);
     assert!(daemon.network().links_on_bridge().is_empty());
     assert!(daemon.ip_allocations().is_empty());
     assert_eq!(common::entries(&daemon.state().join("netns")).unwrap(), 0);
