@@ -312,9 +312,11 @@ async fn two_hundred_pod_cycles_leak_nothing() {
     // With masquerade on: its rules are per subnet, so churn must not change them.
     let daemon =
         Daemon::start_with_network("", |slot| format!("{}masquerade = true\n", slot.config()));
+    let mut client = daemon.client().await;
+    // Answered once criusd has set up the network (the socket is bound before that).
+    runtime_status_network(&mut client).await;
     let rules = daemon.network().list_masquerade_table();
     assert!(rules.is_some(), "no masquerade table");
-    let mut client = daemon.client().await;
     let logs = tempfile::tempdir().unwrap();
     for cycle in 0..200 {
         let pod = run_pod(
@@ -485,8 +487,17 @@ async fn masquerade_lets_pods_reach_beyond_the_node_and_goes_when_turned_off() {
     )
     .unwrap();
     daemon.spawn();
-    assert_eq!(daemon.network().list_masquerade_table(), None);
     let mut client = daemon.client().await;
+    assert_eq!(
+        runtime_status_network(&mut client).await["masquerade"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        daemon.network().list_masquerade_table(),
+        None,
+        "{}",
+        daemon.logs()
+    );
     let (code, _, stderr) = exec(&mut client, &ctr, &fetch_outside).await;
     assert_eq!(
         code, 143,

@@ -159,7 +159,10 @@ impl OutsideNetwork {
         let host_veth = format!("cxo{}", slot.index);
         let inside_veth = format!("cxi{}", slot.index);
         // Left by a test killed before its teardown.
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
         let host_address = format!("10.232.{}.1/24", slot.index);
         let inside_address = format!("10.232.{}.2/24", slot.index);
         let in_ns = |args: &[&str]| -> Vec<String> {
