@@ -202,6 +202,7 @@ fn create(root: &Path, bundle: &Path, pid_file: &Path, id: &str) -> Result<(), E
         path: root.to_path_buf(),
         source,
     })?;
+    normalize_rootfs_propagation(&bundle.join("config.json"))?;
     ContainerBuilder::new(id.to_string(), SyscallType::default())
         .validate_id()
         .and_then(|builder| builder.with_root_path(root))
@@ -215,6 +216,45 @@ fn create(root: &Path, bundle: &Path, pid_file: &Path, id: &str) -> Result<(), E
         })
         .map(drop)
         .map_err(failed(id, "create it"))
+}
+
+/// Rewrites the bundle's `linux.rootfsPropagation` from runc's recursive spellings
+/// (`rshared`, `rslave`, `rprivate`, `runbindable`, which containerd and crius write for
+/// bidirectional and host-to-container volumes) to the OCI spec's own (`shared`, …):
+/// libcontainer 0.7 knows only those, and always applies them recursively, so both mean
+/// the same to it, while it refuses the others ("failed to prepare rootfs").
+fn normalize_rootfs_propagation(config: &Path) -> Result<(), EmbeddedError> {
+    let spec_error = |reason: String| EmbeddedError::Spec {
+        what: "runtime spec",
+        path: config.to_path_buf(),
+        reason,
+    };
+    let io_error = |what: &'static str| {
+        move |source| EmbeddedError::Io {
+            what,
+            path: config.to_path_buf(),
+            source,
+        }
+    };
+    let json = std::fs::read(config).map_err(io_error("read"))?;
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|err| spec_error(err.to_string()))?;
+    let Some(propagation) = spec
+        .pointer_mut("/linux/rootfsPropagation")
+        .and_then(|value| value.as_str().map(str::to_string))
+    else {
+        return Ok(());
+    };
+    let normal = match propagation.as_str() {
+        "rshared" | "rslave" | "rprivate" | "runbindable" => &propagation[1..],
+        _ => return Ok(()),
+    };
+    spec["linux"]["rootfsPropagation"] = normal.into();
+    let json = serde_json::to_vec(&spec).map_err(|err| spec_error(err.to_string()))?;
+    // Replaced whole: the shim reads the same file.
+    let staged = config.with_extension("json.tmp");
+    std::fs::write(&staged, json).map_err(io_error("write"))?;
+    std::fs::rename(&staged, config).map_err(io_error("replace"))
 }
 
 /// Runs `process_file` in container `id`, with the container's seccomp filter (see the
