@@ -13,17 +13,25 @@
 //! - [`daemon`]: `crius-shim start`: fork the shim daemon, bind its socket, serve.
 //! - [`pid_namespace`]: the init that holds a pod's shared PID namespace.
 //!
+//! Protocol pieces both sides use:
+//! - [`task_api`]: the Task service under its v2 and v3 names, and a client for either;
+//! - [`events`]: task events published by shims and received by criusd;
+//! - [`stdio_uri`]: stdio as paths and `file://` URIs.
+//!
 //! The daemon side:
 //! - [`manager`]: starts shims, connects (and reconnects after a criusd restart) to them.
 
 pub mod cri_log;
 pub mod daemon;
 pub mod embedded;
+pub mod events;
 pub mod manager;
 pub mod pid_namespace;
 pub mod reaper;
 pub mod runc;
+pub mod stdio_uri;
 pub mod task;
+pub mod task_api;
 
 use containerd_shim_protos::ttrpc;
 use nix::errno::Errno;
