@@ -124,7 +124,7 @@ impl Cri {
             network,
             sandboxes: Arc::new(RecordStore::open(&config.root.join("pods/sandboxes"))?),
             containers: Arc::new(RecordStore::open(&config.root.join("pods/containers"))?),
-            shims: PodShims::new(ShimManager::new(&shim_binary, &config.state)),
+            shims: PodShims::new(ShimManager::new(&shim_binary, &config.state)?),
             host,
             names: tokio::sync::Mutex::new(()),
             config,
