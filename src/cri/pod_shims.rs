@@ -1,6 +1,10 @@
 //! The shims of the node's pods, from the CRI layer's side: starting them, the live
-//! connections, blocking shim calls run off the async workers, and the watcher that
-//! records each container's exit.
+//! connections, blocking shim calls run off the async workers, and what records each
+//! container's exit: the shims' TaskExit events as they arrive, and a watcher per
+//! container (a Wait on its shim), which also sees a shim die and covers events that
+//! were lost (a shim drops an event it cannot forward for a few seconds, e.g. while
+//! criusd restarts). Whichever comes first is recorded; after a criusd restart, the
+//! exits that happened meanwhile come from the shims' state (see `recovery`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::CriError;
 use crate::cgroups::Cgroup;
 use crate::shim::daemon::PodNamespaces;
+use crate::shim::events::{ReceivedEvent, TaskEvent};
 use crate::shim::manager::{ExitStatus, Shim, ShimManager};
 use crate::shim::runc::OciRuntime;
 use crate::store::{ContainerRecord, ContainerState, RecordStore, SandboxRecord, SandboxState};
@@ -80,6 +85,16 @@ impl PodShims {
         self.lock().remove(sandbox_id);
     }
 
+    /// Forgets the task events of a removed container.
+    pub(super) fn forget_task(&self, container_id: &str) {
+        self.manager.events().forget(container_id);
+    }
+
+    /// Stops receiving task events (criusd's shutdown).
+    pub(super) fn stop_events(&self) {
+        self.manager.stop_events();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Shim>>> {
         self.live
             .lock()
@@ -138,6 +153,45 @@ pub(super) fn watch_exit(
             }
         }
     });
+}
+
+/// Records container exits from the shims' TaskExit events, on a thread of its own, until
+/// the events stop (the event server is gone). Exits of exec'd processes are left to
+/// ExecSync, and events of containers criusd does not know (removed) are ignored.
+pub(super) fn record_task_exits(
+    events: std::sync::mpsc::Receiver<ReceivedEvent>,
+    containers: Arc<RecordStore<ContainerRecord>>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("task-exits".into())
+        .spawn(move || {
+            for received in events {
+                let TaskEvent::Exit {
+                    container_id,
+                    id,
+                    exit_status,
+                    exited_at,
+                    ..
+                } = received.event
+                else {
+                    continue;
+                };
+                let known = containers
+                    .find(&container_id)
+                    .is_ok_and(|found| found.is_some_and(|record| record.id == container_id));
+                if id != container_id || !known {
+                    continue;
+                }
+                let exit = ExitStatus {
+                    code: exit_status as i32,
+                    at: exited_at,
+                };
+                record_exit(&containers, &container_id, exit);
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::warn!("cannot record exits from task events: {err}");
+    }
 }
 
 /// Marks a container exited because its shim, which ran it, is gone: its real exit
