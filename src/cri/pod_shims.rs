@@ -16,11 +16,15 @@ use crate::shim::daemon::PodNamespaces;
 use crate::shim::events::{ReceivedEvent, TaskEvent};
 use crate::shim::manager::{ExitStatus, Shim, ShimManager};
 use crate::shim::runc::OciRuntime;
+use crate::shim::ShimError;
 use crate::store::{ContainerRecord, ContainerState, RecordStore, SandboxRecord, SandboxState};
 
 /// How long one Wait call may block before the watcher asks again; keeps shim threads
 /// from being held forever by a connection that died.
 const WAIT_SLICE: Duration = Duration::from_secs(300);
+
+/// How long a shim whose connection broke may take to show as exited.
+const SHIM_DEATH_GRACE: Duration = Duration::from_secs(2);
 
 pub(super) struct PodShims {
     manager: Arc<ShimManager>,
@@ -135,7 +139,7 @@ pub(super) fn watch_exit(
                     return;
                 }
                 Ok(None) => continue,
-                Err(err) if !shim_running(shim_pid) => {
+                Err(err) if !shim_running_after_error(&err, shim_pid).await => {
                     tracing::warn!(container = %id, "the pod's shim died: {err}");
                     record_shim_lost(&containers, &id);
                     if let Ok(Some(container)) = containers.find(&id) {
@@ -192,6 +196,24 @@ pub(super) fn record_task_exits(
     if let Err(err) = spawned {
         tracing::warn!("cannot record exits from task events: {err}");
     }
+}
+
+/// Whether the shim process `pid` still runs after a call to it failed with `err`. A
+/// shim that answered NotFound runs. Other errors come from the connection, which a
+/// dying shim closes a moment before the kernel shows it as exited (its files are closed
+/// before it becomes a zombie): the shim is given a moment to finish dying.
+async fn shim_running_after_error(err: &CriError, pid: u32) -> bool {
+    if matches!(err, CriError::Shim(ShimError::NotFound(_))) {
+        return true;
+    }
+    let deadline = tokio::time::Instant::now() + SHIM_DEATH_GRACE;
+    while shim_running(pid) {
+        if tokio::time::Instant::now() >= deadline {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 /// Marks a container exited because its shim, which ran it, is gone: its real exit
