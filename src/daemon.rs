@@ -3,7 +3,8 @@
 //! Order of start-up: state directories → the root lock (one criusd per root) → the unix
 //! socket (a stale one is replaced, a live one is never stolen) → serve until the shutdown
 //! future resolves. Shutdown stops accepting, lets in-flight RPCs finish, removes the
-//! socket and releases the lock; it never touches containers, whose shims outlive criusd.
+//! socket (and the shims' events socket) and releases the lock; it never touches
+//! containers, whose shims outlive criusd.
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::future::Future;
@@ -81,7 +82,7 @@ pub async fn run(
     );
     let cri = Arc::new(Cri::open(config).await?);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
-    let server = serve(listener, cri, async move {
+    let server = serve(listener, cri.clone(), async move {
         shutdown.await;
         let _ = stopping_tx.send(());
     });
@@ -104,6 +105,7 @@ pub async fn run(
     if let Err(err) = std::fs::remove_file(&socket) {
         tracing::warn!(socket = %socket.display(), "cannot remove socket: {err}");
     }
+    cri.stop();
     served.map_err(|source| DaemonError::Serve {
         path: socket,
         source,

@@ -117,6 +117,27 @@ async fn a_pod_runs_a_container_that_exits_and_logs(handler: &str) {
 
     remove_pod(&mut client, &pod).await;
     assert!(list_containers(&mut client).await.is_empty());
+    // The pod's shim published the container's task events to criusd, which got them.
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !daemon.logs().lines().any(|line| {
+            line.contains("task event")
+                && line.contains("namespace=crius")
+                && line.contains(&format!("topic={topic}"))
+                && line.contains(&id)
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "criusd got no {topic} event for {id}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
     let err = client
         .runtime
         .pod_sandbox_status(PodSandboxStatusRequest {

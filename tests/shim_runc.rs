@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::images::host_busybox;
+use common::bundles::busybox_bundle as bundle;
 use common::processes_mentioning;
 use crius::shim::daemon::PodNamespaces;
 use crius::shim::manager::{ExecOutput, Shim, ShimManager, TaskStatus};
@@ -50,45 +50,7 @@ on_each_runtime!(
 );
 
 fn shim_manager(dir: &Path) -> ShimManager {
-    ShimManager::new(Path::new(env!("CARGO_BIN_EXE_crius-shim")), dir)
-}
-
-/// An OCI bundle running `args` in a rootfs of Debian's dynamic busybox, its libraries and
-/// hard-linked applets; the spec is runc's default with a few changes.
-fn bundle(dir: &Path, args: &[&str]) -> PathBuf {
-    let bundle = dir.join(args.join("-").replace(['/', ' ', ';', '>', '&', '\''], "_"));
-    let rootfs = bundle.join("rootfs");
-    let busybox = host_busybox();
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::write(rootfs.join("bin/busybox"), &busybox.binary).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        rootfs.join("bin/busybox"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    for applet in ["sh", "echo", "sleep", "cat"] {
-        std::fs::hard_link(rootfs.join("bin/busybox"), rootfs.join("bin").join(applet)).unwrap();
-    }
-    for (path, bytes) in &busybox.libraries {
-        let target = rootfs.join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::write(&target, bytes).unwrap();
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let status = std::process::Command::new(RUNC)
-        .args(["spec", "--bundle"])
-        .arg(&bundle)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let path = bundle.join("config.json");
-    let mut spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    spec["process"]["terminal"] = false.into();
-    spec["process"]["args"] = args.iter().map(|a| serde_json::Value::from(*a)).collect();
-    std::fs::write(&path, spec.to_string()).unwrap();
-    bundle
+    ShimManager::new(Path::new(env!("CARGO_BIN_EXE_crius-shim")), dir).unwrap()
 }
 
 /// A number no other test uses at the same time: the tests of both runtimes run in one
@@ -115,7 +77,8 @@ fn containers_run_exit_and_log_through_the_shim(runtime: OciRuntime) {
         .start(&pod, &runtime, PodNamespaces::default(), None)
         .unwrap();
     let shim_dir = manager.shim_dir(&pod);
-    let shim_processes = processes_mentioning(&shim_dir.display().to_string());
+    // The shim's command line names its pod (`-id`) and socket.
+    let shim_processes = processes_mentioning(&pod);
     assert_eq!(
         shim_processes.len(),
         1,
@@ -127,6 +90,7 @@ fn containers_run_exit_and_log_through_the_shim(runtime: OciRuntime) {
         .unwrap()
         .parse()
         .unwrap();
+    assert_eq!(shim.pids().unwrap().shim, shim_pid as u32);
     let stat = std::fs::read_to_string(format!("/proc/{shim_pid}/stat")).unwrap();
     let parent: u32 = stat
         .rsplit(')')
@@ -237,7 +201,10 @@ fn containers_run_exit_and_log_through_the_shim(runtime: OciRuntime) {
         assert!(std::time::Instant::now() < deadline, "shim did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!shim_dir.join("shim.sock").exists(), "socket left behind");
+    assert!(
+        !manager.socket(&pod).unwrap().exists(),
+        "socket left behind"
+    );
     assert!(processes_mentioning(&dir.path().display().to_string()).is_empty());
     let runc_state: Vec<_> = std::fs::read_dir(shim_dir.join("runc"))
         .map(|d| d.flatten().collect())

@@ -1,101 +1,115 @@
 //! crius-shim: the per-pod supervisor that criusd's shim manager starts. It serves
 //! containerd's shim v2 Task API over ttrpc for one pod sandbox and outlives criusd.
 //!
-//! `crius-shim start --id ID --dir DIR --runtime RUNTIME` forks the shim, waits until it
-//! serves, prints its socket address and exits (the shim v2 start protocol).
-//! `crius-shim oci …` (hidden) is the embedded OCI runtime, which a shim runs the way it
-//! would run runc.
+//! Its command line is the one containerd gives every shim v2 binary (see
+//! `crius::shim::command_line`): `crius-shim -namespace NS -address ADDR -publish-binary
+//! BIN -id ID [pod options] start` forks the shim, waits until it serves, prints its
+//! socket address and exits (the shim v2 start protocol); `… -id ID delete` cleans up a
+//! container of a dead shim. `crius-shim oci …` (hidden) is the embedded OCI runtime,
+//! which a shim runs the way it would run runc.
 
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use crius::shim::daemon::{start, PodNamespaces, ShimOptions};
+use clap::Parser;
+use crius::shim::command_line::{ShimAction, ShimArgs, USAGE};
+use crius::shim::daemon::{self, default_socket, group_of, PodNamespaces, ShimOptions};
 use crius::shim::embedded::{self, OciArgs};
 use crius::shim::runc::EMBEDDED_SUBCOMMAND;
+use crius::shim::ShimError;
 
+/// The environment variable containerd names its ttrpc address in, where shims publish
+/// events.
+const TTRPC_ADDRESS_ENV: &str = "TTRPC_ADDRESS";
+
+/// `crius-shim oci …`: the embedded runtime's command line (clap, runc's syntax).
 #[derive(Parser)]
 #[command(
     name = "crius-shim",
     version,
     about = "Per-pod container supervisor of crius"
 )]
-struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Start the shim of one pod sandbox and print its ttrpc address.
-    Start {
-        /// The pod sandbox id.
-        #[arg(long)]
-        id: String,
-        /// The shim's own directory (log, runtime state, exec output).
-        #[arg(long)]
-        dir: PathBuf,
-        /// The unix socket to serve the Task API on.
-        #[arg(long)]
-        socket: PathBuf,
-        /// The OCI runtime containers are run with: `embedded` (built in), or a binary
-        /// with runc's command line (a path, or a name looked up in PATH).
-        #[arg(long, default_value = "embedded")]
-        runtime: PathBuf,
-        /// Join the pod's network namespace pinned at this path.
-        #[arg(long, value_name = "PATH")]
-        netns: Option<PathBuf>,
-        /// Give the pod its own IPC namespace.
-        #[arg(long)]
-        new_ipc: bool,
-        /// Give the pod its own PID namespace, shared by its containers.
-        #[arg(long)]
-        new_pid: bool,
-        /// Give the pod its own UTS namespace, with this hostname.
-        #[arg(long, value_name = "HOSTNAME")]
-        hostname: Option<String>,
-    },
+enum Embedded {
     /// The embedded OCI runtime, with runc's command line (run by the shim itself).
     #[command(name = EMBEDDED_SUBCOMMAND, hide = true)]
     Oci(OciArgs),
 }
 
 fn main() -> ExitCode {
-    match Args::parse().command {
-        Command::Oci(args) => embedded::main(args),
-        Command::Start {
-            id,
-            dir,
-            socket,
-            runtime,
-            netns,
-            new_ipc,
-            new_pid,
-            hostname,
-        } => {
-            let namespaces = PodNamespaces {
-                network: netns,
-                ipc: new_ipc,
-                uts: hostname.is_some(),
-                pid: new_pid,
-            };
-            match start(ShimOptions {
-                id,
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(EMBEDDED_SUBCOMMAND) {
+        let Embedded::Oci(oci) = Embedded::parse();
+        return embedded::main(oci);
+    }
+    if args
+        .iter()
+        .any(|arg| matches!(arg.as_str(), "-h" | "-help" | "--help"))
+    {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let args = match ShimArgs::parse(args) {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("crius-shim: {err}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.version {
+        println!("crius-shim {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("crius-shim: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: ShimArgs) -> Result<(), ShimError> {
+    // The working directory is the shim's, as containerd runs every shim.
+    let dir = std::env::current_dir().map_err(|source| ShimError::Io {
+        what: "find the working directory",
+        source,
+    })?;
+    let socket = args.socket.clone().unwrap_or_else(|| {
+        default_socket(&args.address, &args.namespace, &group_of(&dir, &args.id))
+    });
+    match args.action {
+        Some(ShimAction::Delete) => {
+            let response = daemon::delete(&dir, &args.id, &args.runtime.into(), &socket)?;
+            std::io::stdout()
+                .write_all(&response)
+                .map_err(|source| ShimError::Io {
+                    what: "write the delete response",
+                    source,
+                })
+        }
+        Some(ShimAction::Start) | None => {
+            let events = std::env::var(TTRPC_ADDRESS_ENV)
+                .ok()
+                .filter(|address| !address.is_empty())
+                .or_else(|| (!args.address.is_empty()).then(|| args.address.clone()));
+            let address = daemon::start(ShimOptions {
+                id: args.id,
                 dir,
+                namespace: args.namespace,
+                events,
                 socket,
-                runtime: runtime.into(),
-                namespaces,
-                hostname,
-            }) {
-                Ok(address) => {
-                    println!("{address}");
-                    ExitCode::SUCCESS
-                }
-                Err(err) => {
-                    eprintln!("crius-shim: {err}");
-                    ExitCode::FAILURE
-                }
-            }
+                runtime: args.runtime.into(),
+                namespaces: PodNamespaces {
+                    network: args.netns,
+                    ipc: args.new_ipc,
+                    uts: args.hostname.is_some(),
+                    pid: args.new_pid,
+                },
+                hostname: args.hostname,
+            })?;
+            // A bare address: Task API v2 to any containerd; crius-shim serves v3 too.
+            print!("{address}");
+            Ok(())
         }
     }
 }

@@ -25,7 +25,10 @@ impl Cri {
         let started_at = now_ns();
         let pid = blocking(move || starting.start(&id)).await?;
         self.containers.update(&container.id, |record| {
-            record.state = ContainerState::Running;
+            // A quick process's TaskExit event may have been recorded already.
+            if record.state != ContainerState::Exited {
+                record.state = ContainerState::Running;
+            }
             record.pid = pid;
             record.started_at = started_at;
         })?;

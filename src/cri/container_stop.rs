@@ -117,6 +117,7 @@ impl Cri {
             }
         }
         self.containers.remove(&container.id)?;
+        self.shims.forget_task(&container.id);
         tracing::info!(container = %container.id, "container removed");
         Ok(())
     }

@@ -86,7 +86,8 @@ fn requested_image(spec: Option<&api::ImageSpec>) -> Result<&str, CriError> {
 impl Cri {
     /// Opens the stores under the config's root and recovers from an unclean stop:
     /// reconnects to the shims that outlived the previous criusd and picks up their
-    /// containers' exits.
+    /// containers' exits. Starts receiving the shims' task events, recording container
+    /// exits from them as they come.
     pub async fn open(config: Config) -> Result<Cri, CriError> {
         let images = ImageManager::open(&config).await?;
         let shim_binary = std::env::current_exe()
@@ -120,19 +121,27 @@ impl Cri {
                 what: "preparing the pod network",
                 reason: "the preparing thread panicked".to_string(),
             })?;
+        let shims = ShimManager::new(&shim_binary, &config.state)?;
+        let task_events = shims.events().subscribe();
         let cri = Cri {
             network,
             sandboxes: Arc::new(RecordStore::open(&config.root.join("pods/sandboxes"))?),
             containers: Arc::new(RecordStore::open(&config.root.join("pods/containers"))?),
-            shims: PodShims::new(ShimManager::new(&shim_binary, &config.state)),
+            shims: PodShims::new(shims),
             host,
             names: tokio::sync::Mutex::new(()),
             config,
             images,
             pod_cidr: Mutex::new(String::new()),
         };
+        pod_shims::record_task_exits(task_events, cri.containers.clone());
         cri.recover();
         Ok(cri)
+    }
+
+    /// Stops what serves beside the CRI: the shims' events socket (criusd's shutdown).
+    pub fn stop(&self) {
+        self.shims.stop_events();
     }
 
     /// Runtime files of a sandbox: hostname, hosts, resolv.conf, shm.

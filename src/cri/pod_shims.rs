@@ -1,6 +1,10 @@
 //! The shims of the node's pods, from the CRI layer's side: starting them, the live
-//! connections, blocking shim calls run off the async workers, and the watcher that
-//! records each container's exit.
+//! connections, blocking shim calls run off the async workers, and what records each
+//! container's exit: the shims' TaskExit events as they arrive, and a watcher per
+//! container (a Wait on its shim), which also sees a shim die and covers events that
+//! were lost (a shim drops an event it cannot forward for a few seconds, e.g. while
+//! criusd restarts). Whichever comes first is recorded; after a criusd restart, the
+//! exits that happened meanwhile come from the shims' state (see `recovery`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,13 +13,18 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::CriError;
 use crate::cgroups::Cgroup;
 use crate::shim::daemon::PodNamespaces;
+use crate::shim::events::{ReceivedEvent, TaskEvent};
 use crate::shim::manager::{ExitStatus, Shim, ShimManager};
 use crate::shim::runc::OciRuntime;
+use crate::shim::ShimError;
 use crate::store::{ContainerRecord, ContainerState, RecordStore, SandboxRecord, SandboxState};
 
 /// How long one Wait call may block before the watcher asks again; keeps shim threads
 /// from being held forever by a connection that died.
 const WAIT_SLICE: Duration = Duration::from_secs(300);
+
+/// How long a shim whose connection broke may take to show as exited.
+const SHIM_DEATH_GRACE: Duration = Duration::from_secs(2);
 
 pub(super) struct PodShims {
     manager: Arc<ShimManager>,
@@ -80,6 +89,16 @@ impl PodShims {
         self.lock().remove(sandbox_id);
     }
 
+    /// Forgets the task events of a removed container.
+    pub(super) fn forget_task(&self, container_id: &str) {
+        self.manager.events().forget(container_id);
+    }
+
+    /// Stops receiving task events (criusd's shutdown).
+    pub(super) fn stop_events(&self) {
+        self.manager.stop_events();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Shim>>> {
         self.live
             .lock()
@@ -120,7 +139,7 @@ pub(super) fn watch_exit(
                     return;
                 }
                 Ok(None) => continue,
-                Err(err) if !shim_running(shim_pid) => {
+                Err(err) if !shim_running_after_error(&err, shim_pid).await => {
                     tracing::warn!(container = %id, "the pod's shim died: {err}");
                     record_shim_lost(&containers, &id);
                     if let Ok(Some(container)) = containers.find(&id) {
@@ -138,6 +157,63 @@ pub(super) fn watch_exit(
             }
         }
     });
+}
+
+/// Records container exits from the shims' TaskExit events, on a thread of its own, until
+/// the events stop (the event server is gone). Exits of exec'd processes are left to
+/// ExecSync, and events of containers criusd does not know (removed) are ignored.
+pub(super) fn record_task_exits(
+    events: std::sync::mpsc::Receiver<ReceivedEvent>,
+    containers: Arc<RecordStore<ContainerRecord>>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("task-exits".into())
+        .spawn(move || {
+            for received in events {
+                let TaskEvent::Exit {
+                    container_id,
+                    id,
+                    exit_status,
+                    exited_at,
+                    ..
+                } = received.event
+                else {
+                    continue;
+                };
+                let known = containers
+                    .find(&container_id)
+                    .is_ok_and(|found| found.is_some_and(|record| record.id == container_id));
+                if id != container_id || !known {
+                    continue;
+                }
+                let exit = ExitStatus {
+                    code: exit_status as i32,
+                    at: exited_at,
+                };
+                record_exit(&containers, &container_id, exit);
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::warn!("cannot record exits from task events: {err}");
+    }
+}
+
+/// Whether the shim process `pid` still runs after a call to it failed with `err`. A
+/// shim that answered NotFound runs. Other errors come from the connection, which a
+/// dying shim closes a moment before the kernel shows it as exited (its files are closed
+/// before it becomes a zombie): the shim is given a moment to finish dying.
+async fn shim_running_after_error(err: &CriError, pid: u32) -> bool {
+    if matches!(err, CriError::Shim(ShimError::NotFound(_))) {
+        return true;
+    }
+    let deadline = tokio::time::Instant::now() + SHIM_DEATH_GRACE;
+    while shim_running(pid) {
+        if tokio::time::Instant::now() >= deadline {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 /// Marks a container exited because its shim, which ran it, is gone: its real exit

@@ -1,11 +1,23 @@
-//! `crius-shim start`: how a shim comes to life.
+//! `crius-shim … start`: how a shim comes to life, and `… delete`: what is done for a
+//! dead one.
 //!
-//! The shim manager runs `crius-shim start`, which forks the long-lived shim and exits as
-//! soon as the shim serves its socket, printing the socket's address (the shim v2 start
-//! protocol). The forked shim starts a new session, so it belongs to no terminal and
-//! survives criusd; its parent exits, so it is re-parented away from criusd and criusd
-//! never has to reap it. A pod with its own PID namespace gets it from the shim, which
-//! clones the namespace's init (see [`super::pid_namespace`]) and stops it on its way out.
+//! The shim manager (criusd's, or containerd) runs `crius-shim … start` (see
+//! [`super::command_line`]) in the shim's working directory. It forks the long-lived shim
+//! and exits as soon as the shim serves its socket, printing the socket's address (the
+//! shim v2 start protocol: a bare address means Task API v2, and the shim serves both v2
+//! and v3, see [`super::task_api`]). If a live shim already serves that socket (a pod's
+//! containers share their sandbox's shim), it prints that shim's address instead, as
+//! containerd-shim-runc-v2 does. The forked shim starts a new session, so it belongs to
+//! no terminal and survives criusd; its parent exits, so it is re-parented away from
+//! criusd and criusd never has to reap it. A pod with its own PID namespace gets it from
+//! the shim, which clones the namespace's init (see [`super::pid_namespace`]) and stops
+//! it on its way out.
+//!
+//! The shim publishes task events to the address it was given (see [`super::events`])
+//! and holds the `log` FIFO of its working directory, if its manager made one, for its
+//! whole life: containerd (and criusd) read shim logs from there and see the shim gone
+//! when the FIFO's last writer closes. Its own log stays in `shim.log`, so that a
+//! manager that stopped reading can never block it.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -18,18 +30,31 @@ use containerd_shim_protos::ttrpc::Server;
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, sethostname, setsid, ForkResult};
 
+use super::events::EventPublisher;
 use super::pid_namespace::PidNamespaceInit;
 use super::reaper::Reaper;
 use super::runc::{dev_null, OciRuntime, Runc};
 use super::task::TaskService;
+use super::task_api::serve_both;
 use super::ShimError;
+
+/// How long a shim on its way out waits for its last events to be forwarded.
+const EVENT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Where containerd's shims put their sockets (containerd's state dir `/run/containerd`,
+/// then `s`); crius-shim's default when no `-socket` is given.
+pub const DEFAULT_SOCKET_DIR: &str = "/run/containerd/s";
 
 /// What a shim needs to know; passed on its command line.
 pub struct ShimOptions {
-    /// The pod sandbox this shim serves.
+    /// The pod sandbox this shim serves (containerd: the first container of its group).
     pub id: String,
-    /// The shim's own directory: log, runc root, exec output.
+    /// The shim's own directory, its working directory: log, runc root, exec output.
     pub dir: PathBuf,
+    /// containerd's namespace of its tasks, in every event it publishes.
+    pub namespace: String,
+    /// The ttrpc address events are published to; none: events are not published.
+    pub events: Option<String>,
     /// The unix socket it serves on (kept short: socket paths are limited to 107 bytes).
     pub socket: PathBuf,
     /// The OCI runtime of the pod's runtime handler.
@@ -55,8 +80,11 @@ pub struct PodNamespaces {
 }
 
 /// Forks the shim and returns, in the parent, once it serves (or failed to). The caller
-/// prints the address and exits.
+/// prints the address and exits. A live shim on the socket already is the answer.
 pub fn start(options: ShimOptions) -> Result<String, ShimError> {
+    if std::os::unix::net::UnixStream::connect(&options.socket).is_ok() {
+        return Ok(format!("unix://{}", options.socket.display()));
+    }
     if let Some(sockets) = options.socket.parent() {
         std::fs::create_dir_all(sockets).map_err(|source| ShimError::Io {
             what: "create the shim socket directory",
@@ -167,6 +195,8 @@ fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), Sh
     };
     // Before any thread: the reaper blocks SIGCHLD for every thread spawned after it.
     let reaper = Reaper::start()?;
+    let events = EventPublisher::start(options.events.as_deref(), &options.namespace)?;
+    let manager_log = open_manager_log(&options.dir);
     let (shutdown_sender, shutdown) = mpsc::channel();
     // The shim's own executable, also after an upgrade replaced the file: the embedded
     // runtime stays the version of the shim that runs the pod.
@@ -180,6 +210,7 @@ fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), Sh
         reaper.clone(),
         shutdown_sender,
         pid_namespace.as_ref().map(PidNamespaceInit::pid),
+        events.clone(),
     );
     let socket = &options.socket;
     let _ = std::fs::remove_file(socket);
@@ -191,7 +222,7 @@ fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), Sh
     let mut server = Server::new()
         .bind(&address)
         .map_err(rpc)?
-        .register_service(create_task(service))
+        .register_service(serve_both(|| create_task(service.clone())))
         // Idle threads cost memory; every blocked Wait holds one, so the ceiling is high.
         .set_thread_count_default(2)
         .set_thread_count_min(1)
@@ -199,11 +230,161 @@ fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), Sh
     server.start().map_err(rpc)?;
     let _ = write!(ready, "ok {address}");
     drop(ready);
+    note(
+        &manager_log,
+        &format!("crius-shim {} serving on {address}", options.id),
+    );
     let _ = shutdown.recv();
     server.shutdown();
+    events.flush(EVENT_FLUSH_TIMEOUT);
     if let Some(init) = pid_namespace {
         init.stop(&reaper);
     }
     let _ = std::fs::remove_file(socket);
     Ok(())
+}
+
+/// The socket a shim serves on when not told: containerd-shim-runc-v2's choice,
+/// `/run/containerd/s/<sha256 of address/namespace/group>` (containerd
+/// `runtime/v2/shim/util_unix.go` `SocketAddress`), so that the containers of one group
+/// find their shim there.
+pub fn default_socket(address: &str, namespace: &str, group: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    // Go's filepath.Join: empty parts are skipped.
+    let joined = [address, namespace, group]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
+    Path::new(DEFAULT_SOCKET_DIR).join(hex::encode(Sha256::digest(joined.as_bytes())))
+}
+
+/// The group of the shim started for task `id` in the bundle `dir`: the
+/// `io.containerd.runc.v2.group` or `io.kubernetes.cri.sandbox-id` annotation of its
+/// `config.json` (containerd-shim-runc-v2's `groupLabels`, in that order), else `id`.
+pub fn group_of(dir: &Path, id: &str) -> String {
+    let spec = std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    [
+        "io.containerd.runc.v2.group",
+        "io.kubernetes.cri.sandbox-id",
+    ]
+    .iter()
+    .find_map(|label| {
+        spec.as_ref()?["annotations"][label]
+            .as_str()
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| id.to_string())
+}
+
+/// The `log` FIFO its manager reads shim logs from, opened for writing without ever
+/// blocking; none if there is no FIFO (or no reader).
+fn open_manager_log(dir: &Path) -> Option<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let path = dir.join("log");
+    let is_fifo = std::fs::metadata(&path).is_ok_and(|meta| meta.file_type().is_fifo());
+    if !is_fifo {
+        return None;
+    }
+    File::options()
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()
+}
+
+/// Writes a line to the manager's log, if it is there and has room.
+fn note(log: &Option<File>, line: &str) {
+    if let Some(mut log) = log.as_ref() {
+        let _ = writeln!(log, "{line}");
+    }
+}
+
+/// containerd's `delete` action for a shim that is gone: deletes container `id` from the
+/// shim's OCI runtime (its state under `dir/runc`), whatever state it is in, removes the
+/// dead shim's `socket` if nothing serves it any more, and answers the DeleteResponse
+/// containerd expects on stdout (a killed process's status, as containerd-shim-runc-v2
+/// answers). Deleting what is gone succeeds.
+pub fn delete(
+    dir: &Path,
+    id: &str,
+    runtime: &OciRuntime,
+    socket: &Path,
+) -> Result<Vec<u8>, ShimError> {
+    use containerd_shim_protos::api::DeleteResponse;
+    use containerd_shim_protos::protobuf::{Message, MessageField};
+    let root = dir.join("runc");
+    if root.join(id).exists() {
+        let output = runtime
+            .command(Path::new("/proc/self/exe"))
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "--force", id])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|source| ShimError::Io {
+                what: "run the OCI runtime",
+                source,
+            })?;
+        if !output.status.success() && root.join(id).exists() {
+            return Err(ShimError::Runtime {
+                command: "delete",
+                message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+    }
+    let served = std::os::unix::net::UnixStream::connect(socket).is_ok();
+    if !served {
+        match std::fs::remove_file(socket) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ShimError::Io {
+                    what: "remove the dead shim's socket",
+                    source: err,
+                })
+            }
+            _ => {}
+        }
+    }
+    let response = DeleteResponse {
+        exit_status: 128 + nix::libc::SIGKILL as u32,
+        exited_at: MessageField::some(super::events::timestamp(std::time::SystemTime::now())),
+        ..DeleteResponse::default()
+    };
+    response.write_to_bytes().map_err(|err| {
+        ShimError::InvalidArgument(format!("cannot encode the delete response: {err}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_sockets_follow_containerds_scheme() {
+        // sha256("/run/containerd/containerd.sock/k8s.io/abc")
+        let socket = default_socket("/run/containerd/containerd.sock", "k8s.io", "abc");
+        assert_eq!(socket.parent(), Some(Path::new(DEFAULT_SOCKET_DIR)));
+        use sha2::{Digest, Sha256};
+        let expected = hex::encode(Sha256::digest(
+            b"/run/containerd/containerd.sock/k8s.io/abc",
+        ));
+        assert_eq!(
+            socket.file_name().unwrap().to_str(),
+            Some(expected.as_str())
+        );
+    }
+
+    #[test]
+    fn the_group_comes_from_the_bundles_annotations() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(group_of(dir.path(), "c1"), "c1");
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(group_of(dir.path(), "c1"), "pod1");
+    }
 }

@@ -1,13 +1,23 @@
-//! criusd's side of the shims: start one per pod sandbox, connect to it over ttrpc, and
-//! reconnect to the shims that outlived a criusd restart.
+//! criusd's side of the shims: start one per pod sandbox, connect to it over ttrpc,
+//! reconnect to the shims that outlived a criusd restart, and receive their task events.
+//!
+//! Every shim, crius-shim or another shim v2 binary (containerd-shim-runc-v2), is started
+//! and reconnected through one path, containerd's protocol ([`super::launcher`]): a pod's
+//! crius-shim is `crius-shim -namespace crius -address <events socket> -publish-binary
+//! <criusd> -id <sandbox id> -socket <state>/s/<id> [-runtime … -netns … -new-ipc
+//! -new-pid -hostname …] start`, run in its directory. The events socket,
+//! `<state>/events.sock`, is served here ([`super::events::EventServer`]) and receives the
+//! events of every shim started here.
 //!
 //! Calls are blocking ttrpc calls with deadlines; async callers run them on blocking
-//! threads. A shim's directory is `<state>/shims/<sandbox-id>/` (socket, log, runc root,
-//! and `execs/`, where ExecSync's output files live while it runs).
+//! threads. A pod shim's directory is `<state>/shims/<sandbox-id>/` (its working
+//! directory: bootstrap, log FIFO, `shim.log`, runc root, and `execs/`, where ExecSync's
+//! output files live while it runs).
 
+use std::ffi::OsString;
+use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::api::{
@@ -18,12 +28,15 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::ttrpc::{self, context};
-use containerd_shim_protos::TaskClient;
 
 use super::daemon::PodNamespaces;
+use super::events::{EventServer, TaskEvents};
+use super::launcher::{Bootstrap, Launcher, ShimCommand};
 use super::runc::OciRuntime;
+use super::stdio_uri::file_uri;
 use super::task::check_exec_id;
 use super::task::REOPEN_LOG_ANNOTATION;
+use super::task_api::{TaskApi, TaskApiVersion};
 use super::ShimError;
 
 /// Deadline of a shim call that should answer at once.
@@ -35,6 +48,9 @@ const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/
 /// SIGKILL, as the Task API carries signals.
 const SIGKILL: u32 = 9;
 
+/// The containerd namespace criusd runs its tasks in (containerd's CRI uses `k8s.io`).
+pub const NAMESPACE: &str = "crius";
+
 /// Starts and finds shims.
 pub struct ShimManager {
     /// The `crius-shim` binary (which also embeds an OCI runtime).
@@ -43,17 +59,25 @@ pub struct ShimManager {
     dir: PathBuf,
     /// `<state>/s`: the shims' sockets.
     sockets: PathBuf,
+    /// What every shim is started with: namespace, events address, publish binary.
+    launcher: Launcher,
+    /// `<state>/events.sock`: where the shims' events arrive.
+    events: EventServer,
 }
 
 /// Longest unix socket path the kernel accepts (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
-/// A connection to one pod's shim.
+/// A connection to one shim.
 pub struct Shim {
+    /// Its address.
     socket: String,
-    client: TaskClient,
-    /// The shim's directory (see the module header).
+    /// Speaks the Task API version the shim serves.
+    client: TaskApi,
+    /// The shim's working directory (see the module header).
     dir: PathBuf,
+    /// The runtime options sent with every Create.
+    options: Option<Any>,
 }
 
 /// What an exec'd process left behind: CRI ExecSync's answer.
@@ -101,12 +125,92 @@ pub enum TaskStatus {
 }
 
 impl ShimManager {
-    pub fn new(shim_binary: &Path, state: &Path) -> ShimManager {
-        ShimManager {
+    /// A manager of the shims under `state`, serving their events on
+    /// `<state>/events.sock`, in the [`NAMESPACE`] namespace.
+    pub fn new(shim_binary: &Path, state: &Path) -> Result<ShimManager, ShimError> {
+        let events = EventServer::serve(&state.join("events.sock"))?;
+        let publish_binary = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("criusd"));
+        Ok(ShimManager {
             shim_binary: shim_binary.to_path_buf(),
             dir: state.join("shims"),
             sockets: state.join("s"),
+            launcher: Launcher {
+                namespace: NAMESPACE.to_string(),
+                address: events.address(),
+                publish_binary,
+            },
+            events,
+        })
+    }
+
+    /// The same manager running its tasks in containerd namespace `namespace`.
+    pub fn with_namespace(mut self, namespace: &str) -> ShimManager {
+        self.launcher.namespace = namespace.to_string();
+        self
+    }
+
+    /// The events received from the shims started here.
+    pub fn events(&self) -> &std::sync::Arc<TaskEvents> {
+        self.events.events()
+    }
+
+    /// The address shims publish events to.
+    pub fn events_address(&self) -> String {
+        self.events.address()
+    }
+
+    /// Stops receiving events and removes their socket (criusd's shutdown).
+    pub fn stop_events(&self) {
+        self.events.stop();
+    }
+
+    /// Starts any shim v2 binary as containerd would (see [`super::launcher`]) and
+    /// connects to it. The shim's log is copied into criusd's until the shim is gone.
+    /// Blocking.
+    pub fn start_shim(&self, command: &ShimCommand) -> Result<Shim, ShimError> {
+        let (bootstrap, log) = self.launcher.start(command)?;
+        let shim = Shim::open(
+            &bootstrap,
+            &self.launcher.namespace,
+            command.work_dir.clone(),
+            command.options.clone(),
+        )?;
+        log.drain(&command.id, shim.pids().ok().map(|pids| pids.shim));
+        Ok(shim)
+    }
+
+    /// Reconnects to the shim started in `work_dir` (after a criusd restart), from the
+    /// bootstrap kept there; `options` as it was started with. Blocking.
+    pub fn connect_shim(&self, work_dir: &Path, options: Option<Any>) -> Result<Shim, ShimError> {
+        let bootstrap = Bootstrap::load(work_dir)?.ok_or_else(|| {
+            ShimError::NotFound(format!("no shim was started in {}", work_dir.display()))
+        })?;
+        let shim = Shim::open(
+            &bootstrap,
+            &self.launcher.namespace,
+            work_dir.to_path_buf(),
+            options,
+        )?;
+        // Reading again: nobody read its log while criusd was away.
+        if let Ok(log) = super::launcher::ShimLog::open(work_dir) {
+            let id = work_dir.file_name().unwrap_or_default().to_string_lossy();
+            log.drain(&id, shim.pids().ok().map(|pids| pids.shim));
         }
+        Ok(shim)
+    }
+
+    /// Runs `command`'s `delete` for a task whose shim is gone (containerd's cleanup of a
+    /// dead shim); returns the exit the shim reports. Blocking.
+    pub fn delete_task(
+        &self,
+        command: &ShimCommand,
+        bundle: &Path,
+    ) -> Result<ExitStatus, ShimError> {
+        let response = self.launcher.delete(command, bundle)?;
+        Ok(ExitStatus {
+            code: response.exit_status as i32,
+            at: time_of(response.exited_at.as_ref()),
+        })
     }
 
     /// The directory of the shim of `sandbox_id`.
@@ -137,44 +241,36 @@ impl ShimManager {
         namespaces: PodNamespaces,
         hostname: Option<&str>,
     ) -> Result<Shim, ShimError> {
-        let mut command = Command::new(&self.shim_binary);
-        command
-            .arg("start")
-            .arg("--id")
-            .arg(sandbox_id)
-            .arg("--dir")
-            .arg(self.shim_dir(sandbox_id))
-            .arg("--socket")
-            .arg(self.socket(sandbox_id)?)
-            .arg("--runtime")
-            .arg(PathBuf::from(runtime.clone()));
+        let mut extra_args: Vec<OsString> = vec![
+            "-socket".into(),
+            self.socket(sandbox_id)?.into(),
+            "-runtime".into(),
+            PathBuf::from(runtime.clone()).into(),
+        ];
         if let Some(netns) = &namespaces.network {
-            command.arg("--netns").arg(netns);
+            extra_args.extend(["-netns".into(), netns.into()]);
         }
         if namespaces.ipc {
-            command.arg("--new-ipc");
+            extra_args.push("-new-ipc".into());
         }
         if namespaces.pid {
-            command.arg("--new-pid");
+            extra_args.push("-new-pid".into());
         }
         if let (true, Some(hostname)) = (namespaces.uts, hostname) {
-            command.arg("--hostname").arg(hostname);
+            extra_args.extend(["-hostname".into(), hostname.into()]);
         }
-        let output = command
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| ShimError::Io {
-                what: "run crius-shim start",
-                source,
-            })?;
-        if !output.status.success() {
-            return Err(ShimError::FailedPrecondition(format!(
-                "crius-shim start for {sandbox_id} failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
-        let address = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        Shim::connect(&address, self.shim_dir(sandbox_id))
+        let work_dir = self.shim_dir(sandbox_id);
+        std::fs::create_dir_all(&work_dir).map_err(|source| ShimError::Io {
+            what: "create the shim directory",
+            source,
+        })?;
+        self.start_shim(&ShimCommand {
+            binary: self.shim_binary.clone(),
+            id: sandbox_id.to_string(),
+            work_dir,
+            extra_args,
+            options: None,
+        })
     }
 
     /// Kills and deletes container `id` of a pod whose shim died, with the pod's OCI
@@ -187,32 +283,24 @@ impl ShimManager {
         id: &str,
         runtime: &OciRuntime,
     ) -> Result<(), ShimError> {
-        let root = self.shim_dir(sandbox_id).join("runc");
-        if !root.join(id).exists() {
+        let work_dir = self.shim_dir(sandbox_id);
+        if !work_dir.join("runc").join(id).exists() {
             return Ok(());
         }
-        let output = runtime
-            .command(&self.shim_binary)
-            .arg("--root")
-            .arg(&root)
-            .args(["delete", "--force", id])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| ShimError::Io {
-                what: "run the OCI runtime",
-                source,
-            })?;
-        if output.status.success() || !root.join(id).exists() {
-            return Ok(());
-        }
-        Err(ShimError::Runtime {
-            command: "delete",
-            message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        })
+        // `crius-shim … delete` in the pod shim's directory, as containerd cleans up
+        // after a dead shim.
+        let command = ShimCommand {
+            binary: self.shim_binary.clone(),
+            id: id.to_string(),
+            work_dir: work_dir.clone(),
+            extra_args: vec!["-runtime".into(), PathBuf::from(runtime.clone()).into()],
+            options: None,
+        };
+        self.delete_task(&command, &work_dir).map(|_| ())
     }
 
-    /// Deletes the directory of the exited shim of `sandbox_id` (its log, the runtime's
-    /// state) and its socket, if left. Deleting what is gone succeeds.
+    /// Deletes the directory of the exited shim of `sandbox_id` (its logs, bootstrap, the
+    /// runtime's state) and its socket, if left. Deleting what is gone succeeds.
     pub fn remove_files(&self, sandbox_id: &str) -> Result<(), ShimError> {
         let gone = |result: std::io::Result<()>| match result {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(ShimError::Io {
@@ -227,25 +315,46 @@ impl ShimManager {
 
     /// Connects to the running shim of `sandbox_id` (after a criusd restart).
     pub fn connect(&self, sandbox_id: &str) -> Result<Shim, ShimError> {
-        let socket = self.socket(sandbox_id)?;
-        Shim::connect(
-            &format!("unix://{}", socket.display()),
-            self.shim_dir(sandbox_id),
-        )
+        let work_dir = self.shim_dir(sandbox_id);
+        if Bootstrap::load(&work_dir)?.is_some() {
+            return self.connect_shim(&work_dir, None);
+        }
+        // A shim started by a criusd from before the shim v2 start protocol: it kept no
+        // bootstrap and serves the Task API under its v3 name only.
+        let legacy = Bootstrap {
+            version: TaskApiVersion::V3.number(),
+            address: format!("unix://{}", self.socket(sandbox_id)?.display()),
+            protocol: "ttrpc".to_string(),
+        };
+        Shim::open(&legacy, &self.launcher.namespace, work_dir, None)
     }
 }
 
 impl Shim {
-    fn connect(address: &str, dir: PathBuf) -> Result<Shim, ShimError> {
-        let client = ttrpc::Client::connect(address).map_err(|source| ShimError::Rpc {
-            socket: address.to_string(),
-            source,
-        })?;
+    /// Connects to the shim that `bootstrap` describes, in containerd namespace
+    /// `namespace`.
+    fn open(
+        bootstrap: &Bootstrap,
+        namespace: &str,
+        dir: PathBuf,
+        options: Option<Any>,
+    ) -> Result<Shim, ShimError> {
         Ok(Shim {
-            socket: address.to_string(),
-            client: TaskClient::new(client),
+            socket: bootstrap.address.clone(),
+            client: bootstrap.connect(namespace)?,
             dir,
+            options,
         })
+    }
+
+    /// The address the shim serves on.
+    pub fn address(&self) -> &str {
+        &self.socket
+    }
+
+    /// The Task API version the shim is spoken to in.
+    pub fn api_version(&self) -> TaskApiVersion {
+        self.client.version()
     }
 
     /// Reopens container `id`'s log file at its path (after kubelet rotated it).
@@ -277,14 +386,18 @@ impl Shim {
         })
     }
 
-    /// Creates container `id` from the OCI bundle at `bundle`; its output goes to the CRI
-    /// log file `log`. Returns the container init's pid.
+    /// Creates container `id` from the OCI bundle at `bundle`; its output goes to the log
+    /// file `log` (crius-shim writes it in the CRI format, other shims raw). Returns the
+    /// container init's pid.
     pub fn create(&self, id: &str, bundle: &Path, log: &Path) -> Result<u32, ShimError> {
+        // `file://`: one file for both streams, containerd's form for a log file.
+        let log = file_uri(log);
         let request = CreateTaskRequest {
             id: id.to_string(),
             bundle: bundle.display().to_string(),
-            stdout: log.display().to_string(),
-            stderr: log.display().to_string(),
+            stdout: log.clone(),
+            stderr: log,
+            options: self.options.clone().into(),
             ..CreateTaskRequest::default()
         };
         let response = self
@@ -538,23 +651,34 @@ struct ExecFiles {
 }
 
 impl ExecFiles {
-    /// Names the files of `exec_id` under `<shim dir>/execs` (the shim creates them).
+    /// Creates the empty files of `exec_id` under `<shim dir>/execs`.
+    ///
+    /// They are passed as bare paths of existing regular files, which every shim appends
+    /// to stream by stream: containerd's shims open a bare path as a FIFO if it is one
+    /// and append to it if it is a regular file (`pkg/process/io.go` `copyPipes`), while
+    /// a `file://` URI would send stderr into stdout's file (`createIO`).
     fn new(shim_dir: &Path, exec_id: &str) -> Result<ExecFiles, ShimError> {
         let dir = shim_dir.join("execs");
         std::fs::create_dir_all(&dir).map_err(|source| ShimError::Io {
             what: "create the shim's exec directory",
             source,
         })?;
-        Ok(ExecFiles {
+        let files = ExecFiles {
             stdout: dir.join(format!("{exec_id}.out")),
             stderr: dir.join(format!("{exec_id}.err")),
-        })
+        };
+        for path in [&files.stdout, &files.stderr] {
+            File::create(path).map_err(|source| ShimError::Io {
+                what: "create the exec's output file",
+                source,
+            })?;
+        }
+        Ok(files)
     }
 }
 
 impl Drop for ExecFiles {
     fn drop(&mut self) {
-        // Absent when the exec never started.
         let _ = std::fs::remove_file(&self.stdout);
         let _ = std::fs::remove_file(&self.stderr);
     }

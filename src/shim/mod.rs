@@ -1,29 +1,44 @@
 //! Shims: one supervisor process per pod sandbox that runs its containers and outlives
 //! criusd.
 //!
+//! Both sides speak containerd's shim v2 protocol, so that criusd can drive another shim
+//! v2 binary (containerd-shim-runc-v2) and containerd could drive `crius-shim`:
+//! - [`command_line`]: the shim command line (`-namespace -address -publish-binary -id
+//!   start|delete`, Go flag syntax) with crius's pod options;
+//! - [`task_api`]: the Task service under its v2 and v3 names, and a client for either;
+//! - [`events`]: task events published by shims and received by criusd;
+//! - [`stdio_uri`]: stdio as paths and `file://` URIs.
+//!
 //! The shim side (`crius-shim`):
 //! - [`task`]: containerd's shim v2 Task service over ttrpc (create, start, kill, wait,
-//!   state, delete, shutdown), so criusd could drive another shim v2 binary and
-//!   containerd could drive this one.
+//!   state, delete, shutdown), publishing task events.
 //! - [`reaper`]: the subreaper that collects every exit exactly once.
 //! - [`runc`]: containers run through an OCI runtime with runc's command line and a
 //!   private `--root`: a runtime handler's binary, or [`embedded`].
 //! - [`embedded`]: `crius-shim oci`, the OCI runtime built into the shim (libcontainer).
 //! - [`cri_log`]: container output written in the CRI log format.
-//! - [`daemon`]: `crius-shim start`: fork the shim daemon, bind its socket, serve.
+//! - [`daemon`]: `crius-shim … start`: fork the shim daemon, bind its socket, serve;
+//!   `… delete`: clean up after a dead one.
 //! - [`pid_namespace`]: the init that holds a pod's shared PID namespace.
 //!
 //! The daemon side:
-//! - [`manager`]: starts shims, connects (and reconnects after a criusd restart) to them.
+//! - [`launcher`]: runs any shim v2 binary the way containerd does and connects to it;
+//! - [`manager`]: starts crius's pod shims, connects (and reconnects after a criusd
+//!   restart) to them, and serves the events they publish.
 
+pub mod command_line;
 pub mod cri_log;
 pub mod daemon;
 pub mod embedded;
+pub mod events;
+pub mod launcher;
 pub mod manager;
 pub mod pid_namespace;
 pub mod reaper;
 pub mod runc;
+pub mod stdio_uri;
 pub mod task;
+pub mod task_api;
 
 use containerd_shim_protos::ttrpc;
 use nix::errno::Errno;

@@ -17,7 +17,7 @@ use super::reaper::{wait_for, Exit, Reaper};
 use super::ShimError;
 
 /// How [`OciRuntime::Embedded`] is written in the config and on the shim's command line.
-const EMBEDDED_NAME: &str = "embedded";
+pub const EMBEDDED_NAME: &str = "embedded";
 
 /// The `crius-shim` subcommand that is the embedded runtime.
 pub const EMBEDDED_SUBCOMMAND: &str = "oci";

@@ -19,6 +19,14 @@
 //! then kills the rest of its processes; in a namespace it shares (the pod's, the node's,
 //! another container's) nothing would, so the shim kills them before it reports the exit
 //! (containerd's `ShouldKillAllOnExit`).
+//!
+//! Task events (see [`super::events`]) are queued as containerd-shim-runc-v2 publishes
+//! them: TaskCreate, TaskStart, TaskExecAdded, TaskExecStarted, TaskExit (of the init, `id`
+//! = the container's id, and of every exec), TaskOOM before an init's TaskExit when the
+//! container's cgroup saw an OOM kill, and TaskDelete when a container (not an exec) is
+//! deleted. They are queued under the state lock where the state changes, so a process's
+//! events keep their order: an init that exits while its `start` is under way has its
+//! TaskExit held until TaskStart is queued.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -44,8 +52,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::cri_log::{copy_stream, CriLog, OpenStreams, Stream};
+use super::events::{EventPublisher, TaskEvent, TaskIo};
 use super::reaper::{Exit, Reaper};
 use super::runc::{dev_null, ProcessStdio, Runc};
+use super::stdio_uri;
 use super::ShimError;
 
 /// How many times [`signal_tree`] looks for descendants that appeared while it was
@@ -117,6 +127,9 @@ struct State {
     /// shim does the same with its exit subscribers).
     exec_starts: usize,
     unclaimed: Vec<Exit>,
+    /// Containers whose `runc start` is under way: their init's TaskExit waits for
+    /// their TaskStart.
+    starting: std::collections::HashSet<String>,
 }
 
 /// The Task service of one shim.
@@ -130,6 +143,8 @@ pub struct TaskService {
     shutdown: Mutex<Sender<()>>,
     /// Pid 1 of the pod's shared PID namespace, when the pod has one.
     pid_namespace_init: Option<u32>,
+    /// Where task events go; publishing never blocks.
+    events: EventPublisher,
 }
 
 impl TaskService {
@@ -138,6 +153,7 @@ impl TaskService {
         reaper: Arc<Reaper>,
         shutdown: Sender<()>,
         pid_namespace_init: Option<u32>,
+        events: EventPublisher,
     ) -> Arc<TaskService> {
         let service = Arc::new(TaskService {
             runc,
@@ -146,6 +162,7 @@ impl TaskService {
             exited: Condvar::new(),
             shutdown: Mutex::new(shutdown),
             pid_namespace_init,
+            events,
         });
         let monitor = Arc::downgrade(&service);
         let exits = reaper.subscribe();
@@ -214,6 +231,7 @@ impl TaskService {
     fn claim_exit(&self, exit: Exit) {
         let mut state = self.lock();
         if state.claim(exit) {
+            self.publish_exit(&state, exit);
             self.exited.notify_all();
         } else if state.exec_starts > 0 {
             state.unclaimed.push(exit);
@@ -244,10 +262,9 @@ impl TaskService {
             )));
         }
         let bundle = PathBuf::from(&request.bundle);
-        let log_path = if request.stdout.is_empty() {
-            bundle.join("output.log")
-        } else {
-            PathBuf::from(&request.stdout)
+        let log_path = match stdio_uri::parse(&request.stdout)?.path() {
+            None => bundle.join("output.log"),
+            Some(path) => path.to_path_buf(),
         };
         let log = CriLog::open(&log_path).map_err(|source| ShimError::Io {
             what: "open the container log",
@@ -280,7 +297,19 @@ impl TaskService {
             .runc
             .create(&self.reaper, &request.id, &bundle, stdio)?;
         let owns_pid_namespace = owns_pid_namespace(&bundle);
-        self.lock().containers.insert(
+        let mut state = self.lock();
+        self.events.publish(TaskEvent::Create {
+            container_id: request.id.clone(),
+            bundle: request.bundle.clone(),
+            pid: pid as u32,
+            io: TaskIo {
+                stdin: request.stdin.clone(),
+                stdout: request.stdout.clone(),
+                stderr: request.stderr.clone(),
+                terminal: request.terminal,
+            },
+        });
+        state.containers.insert(
             request.id.clone(),
             Container {
                 bundle,
@@ -299,19 +328,34 @@ impl TaskService {
 
     fn start_container(&self, id: &str) -> Result<i32, ShimError> {
         let (bundle, pid) = {
-            let state = self.lock();
+            let mut state = self.lock();
             let container = state.container(id)?;
-            if container.started {
+            if container.started || state.starting.contains(id) {
                 return Err(ShimError::FailedPrecondition(format!(
                     "container {id} was already started"
                 )));
             }
-            (container.bundle.clone(), container.pid)
+            let started = (container.bundle.clone(), container.pid);
+            state.starting.insert(id.to_string());
+            started
         };
-        self.runc.start(&self.reaper, id, &bundle)?;
-        if let Some(container) = self.lock().containers.get_mut(id) {
-            container.started = true;
+        let started = self.runc.start(&self.reaper, id, &bundle);
+        let mut state = self.lock();
+        state.starting.remove(id);
+        if let Some(container) = state.containers.get_mut(id) {
+            if started.is_ok() {
+                container.started = true;
+                self.events.publish(TaskEvent::Start {
+                    container_id: id.to_string(),
+                    pid: pid as u32,
+                });
+            }
+            // An exit claimed meanwhile held its TaskExit back for this.
+            if let Some(exit) = container.exit {
+                self.publish_init_exit(id, container, exit);
+            }
         }
+        started?;
         Ok(pid)
     }
 
@@ -392,6 +436,12 @@ impl TaskService {
             }
             container.exit
         });
+        self.events.publish(TaskEvent::Delete {
+            container_id: id.to_string(),
+            pid: pid as u32,
+            exit_status: exit.map_or(0, |exit| exit.status as u32),
+            exited_at: exit.map_or(UNIX_EPOCH, |exit| exit.at),
+        });
         Ok((pid, exit))
     }
 
@@ -455,6 +505,10 @@ impl TaskService {
                 state: ExecState::Created,
             },
         );
+        self.events.publish(TaskEvent::ExecAdded {
+            container_id: request.id.clone(),
+            exec_id: request.exec_id.clone(),
+        });
         Ok(())
     }
 
@@ -512,6 +566,7 @@ impl TaskService {
                     }
                     None => ExecState::Running { pid },
                 };
+                self.publish_exec_started(id, exec_id, pid, early_exit);
                 Ok(pid)
             }
             Err(err) => {
@@ -594,6 +649,81 @@ impl TaskService {
             ..StateResponse::default()
         })
     }
+}
+
+/// Task events that need more than the request at hand.
+impl TaskService {
+    /// Queues the TaskExit of the process `exit` ended, just claimed in `state`; an init
+    /// whose `start` is under way has it queued by the start, after its TaskStart.
+    fn publish_exit(&self, state: &State, exit: Exit) {
+        for (id, container) in &state.containers {
+            if container.pid == exit.pid && container.exit == Some(exit) {
+                if !state.starting.contains(id) {
+                    self.publish_init_exit(id, container, exit);
+                }
+                return;
+            }
+            for (exec_id, exec) in &container.execs {
+                if exec.state
+                    == (ExecState::Stopped {
+                        pid: exit.pid,
+                        exit,
+                    })
+                {
+                    self.events.publish(exit_event(id, exec_id, exit));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Queues TaskOOM, if the container's cgroup saw an OOM kill, then its init's
+    /// TaskExit. The cgroup still exists: the runtime removes it at delete.
+    fn publish_init_exit(&self, id: &str, container: &Container, exit: Exit) {
+        if oom_killed(&container.bundle) {
+            self.events.publish(TaskEvent::Oom {
+                container_id: id.to_string(),
+            });
+        }
+        self.events.publish(exit_event(id, id, exit));
+    }
+
+    /// Queues TaskExecStarted, then the exec's TaskExit if it exited before runc told
+    /// its pid.
+    fn publish_exec_started(&self, id: &str, exec_id: &str, pid: i32, early_exit: Option<Exit>) {
+        self.events.publish(TaskEvent::ExecStarted {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            pid: pid as u32,
+        });
+        if let Some(exit) = early_exit {
+            self.events.publish(exit_event(id, exec_id, exit));
+        }
+    }
+}
+
+/// The TaskExit of process `process_id` (the container's id for its init) of container
+/// `id`.
+fn exit_event(id: &str, process_id: &str, exit: Exit) -> TaskEvent {
+    TaskEvent::Exit {
+        container_id: id.to_string(),
+        id: process_id.to_string(),
+        pid: exit.pid as u32,
+        exit_status: exit.status as u32,
+        exited_at: exit.at,
+    }
+}
+
+/// Whether the kernel's OOM killer killed a process in the cgroup that the spec in
+/// `bundle` names (`linux.cgroupsPath`); false when it names none.
+fn oom_killed(bundle: &Path) -> bool {
+    let spec = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    spec.as_ref()
+        .and_then(|spec| spec["linux"]["cgroupsPath"].as_str())
+        .filter(|path| !path.is_empty())
+        .is_some_and(|path| crate::cgroups::Cgroup::new(path).oom_killed())
 }
 
 impl State {
@@ -822,14 +952,14 @@ fn check_process(exec_id: &str, process: &[u8]) -> Result<(), ShimError> {
     Ok(())
 }
 
-/// Opens an exec's stdio from the request's paths `[stdin, stdout, stderr]`: output files
-/// are created and appended to (both streams may name one file), and an empty path is
-/// `/dev/null`.
+/// Opens an exec's stdio from the request's `[stdin, stdout, stderr]` (paths or `file://`
+/// URIs, see [`stdio_uri`]): output files are created and appended to (both streams may
+/// name one file), and an empty one is `/dev/null`.
 fn exec_stdio(paths: &[String; 3]) -> Result<ProcessStdio, ShimError> {
-    let open = |path: &str, output: bool| -> Result<Stdio, ShimError> {
-        if path.is_empty() {
+    let open = |uri: &str, output: bool| -> Result<Stdio, ShimError> {
+        let Some(path) = stdio_uri::parse(uri)?.path().map(Path::to_path_buf) else {
             return Ok(Stdio::from(dev_null()?));
-        }
+        };
         File::options()
             .read(!output)
             .append(output)

@@ -8,6 +8,7 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod bundles;
 pub mod images;
 pub mod network;
 pub mod pods;
