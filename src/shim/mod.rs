@@ -10,19 +10,26 @@
 //!   private `--root`: a runtime handler's binary, or [`embedded`].
 //! - [`embedded`]: `crius-shim oci`, the OCI runtime built into the shim (libcontainer).
 //! - [`cri_log`]: container output written in the CRI log format.
+//! - [`process_io`]: a process's stdio: pipes or a terminal ([`console`]), and a stdin
+//!   fed from a FIFO that CloseIO can close ([`stdin`]).
+//! - [`metrics`]: Stats' answer, containerd's cgroup metrics.
 //! - [`daemon`]: `crius-shim start`: fork the shim daemon, bind its socket, serve.
 //! - [`pid_namespace`]: the init that holds a pod's shared PID namespace.
 //!
 //! The daemon side:
 //! - [`manager`]: starts shims, connects (and reconnects after a criusd restart) to them.
 
+pub mod console;
 pub mod cri_log;
 pub mod daemon;
 pub mod embedded;
 pub mod manager;
+pub mod metrics;
 pub mod pid_namespace;
+pub mod process_io;
 pub mod reaper;
 pub mod runc;
+pub mod stdin;
 pub mod task;
 
 use containerd_shim_protos::ttrpc;
@@ -52,6 +59,11 @@ pub enum ShimError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("cannot encode or decode {what}: {source}")]
+    Protobuf {
+        what: &'static str,
+        source: containerd_shim_protos::protobuf::Error,
+    },
     #[error("the reaper thread is gone")]
     ReaperGone,
     #[error("shim {socket}: {source}")]
