@@ -5,18 +5,24 @@
 //! shuts down; ExecSync's exec'd processes: exit codes, raw output and its cap, and a
 //! timeout that kills the exec's whole process tree but not the container; the init
 //! holding a pod's PID namespace, which ends with its shim and takes the pod's processes
-//! with it.
+//! with it; terminals (output in the log or the exec's file, window size), stdin fed from
+//! a FIFO and closed by CloseIO, Pids and Stats.
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::bundles::busybox_bundle as bundle;
 use common::processes_mentioning;
+use crius::shim::console::DIR_PREFIX;
 use crius::shim::daemon::PodNamespaces;
-use crius::shim::manager::{ExecOutput, Shim, ShimManager, TaskStatus};
+use crius::shim::manager::{
+    ExecOutput, ExecOutputFiles, Shim, ShimManager, TaskIo, TaskProcess, TaskStatus,
+};
+use crius::shim::metrics::TaskMetrics;
 use crius::shim::runc::OciRuntime;
 use crius::shim::ShimError;
 
@@ -47,6 +53,11 @@ on_each_runtime!(
     a_failing_create_reports_the_runtimes_error,
     exec_sync_returns_exit_code_and_output,
     exec_sync_timeout_kills_the_whole_exec_tree_and_spares_the_container,
+    a_terminal_containers_output_lands_in_its_log,
+    an_exec_with_a_terminal_reads_its_stdin_and_sees_its_new_size,
+    stdin_from_a_fifo_reaches_the_container_until_close_io,
+    pids_list_the_init_and_execs_by_exec_id,
+    stats_are_containerds_cgroup_metrics,
 );
 
 fn shim_manager(dir: &Path) -> ShimManager {
@@ -343,6 +354,15 @@ struct SleepingPod {
 
 impl SleepingPod {
     fn start(name: &str, runtime: &OciRuntime) -> SleepingPod {
+        SleepingPod::start_with(name, runtime, |_| {})
+    }
+
+    /// A pod whose container's spec `edit` changed first.
+    fn start_with(
+        name: &str,
+        runtime: &OciRuntime,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> SleepingPod {
         let dir = tempfile::tempdir().unwrap();
         let manager = shim_manager(dir.path());
         let pod = unique(&format!("{name}-pod"));
@@ -351,6 +371,7 @@ impl SleepingPod {
             .unwrap();
         let container = unique(name);
         let bundle = bundle(dir.path(), &["sleep", "1000"]);
+        edit_spec(&bundle, edit);
         shim.create(&container, &bundle, &dir.path().join("logs/sleep.log"))
             .unwrap();
         shim.start(&container).unwrap();
@@ -376,9 +397,10 @@ impl SleepingPod {
     }
 
     /// Stops and deletes the container, shuts the shim down and checks that nothing is
-    /// left: no process, no exec file, no runc state.
+    /// left: no process, no exec file, no runc state, no console socket.
     fn finish(mut self) {
         self.finished = true;
+        let shim_pid = self.shim.pids().unwrap().shim;
         let SleepingPod {
             dir,
             manager,
@@ -402,7 +424,9 @@ impl SleepingPod {
         let shim_dir = manager.shim_dir(pod);
         let left: Vec<_> = ["execs", "runc"]
             .iter()
-            .flat_map(|sub| std::fs::read_dir(shim_dir.join(sub)).unwrap().flatten())
+            // `execs` exists once an ExecSync ran.
+            .flat_map(|sub| std::fs::read_dir(shim_dir.join(sub)).into_iter().flatten())
+            .flatten()
             .map(|entry| entry.path())
             .chain(
                 std::fs::read_dir(bundle)
@@ -416,6 +440,7 @@ impl SleepingPod {
             )
             .collect();
         assert!(left.is_empty(), "left behind: {left:?}");
+        assert_no_console_sockets(shim_pid);
     }
 }
 
@@ -597,4 +622,370 @@ fn exec_sync_timeout_kills_the_whole_exec_tree_and_spares_the_container(runtime:
         (0, b"still here\n".to_vec())
     );
     pod.finish();
+}
+
+/// Changes the OCI spec of `bundle` with `edit`.
+fn edit_spec(bundle: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut spec);
+    std::fs::write(&path, spec.to_string()).unwrap();
+}
+
+/// A FIFO at `dir/name`, for a process's stdin.
+fn fifo(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    path
+}
+
+/// Opens the FIFO at `path` for writing, as containerd's client does (the shim holds its
+/// read end, so this does not block).
+fn fifo_writer(path: &Path) -> std::fs::File {
+    std::fs::File::options().write(true).open(path).unwrap()
+}
+
+/// Waits until the file at `path` holds `needle`; returns its text.
+fn wait_for_text(path: &Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle:?} never reached {}: {text:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts that the shim `shim_pid` left none of its console sockets' directories.
+fn assert_no_console_sockets(shim_pid: u32) {
+    let mine = format!("{DIR_PREFIX}{shim_pid}-");
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&mine))
+        .map(|entry| entry.path())
+        .collect();
+    assert!(left.is_empty(), "console sockets left: {left:?}");
+}
+
+/// Shuts an empty shim down and waits until nothing under `dir` runs.
+fn shut_down(shim: Shim, dir: &Path) {
+    let shim_pid = shim.pids().unwrap().shim;
+    shim.shutdown(false).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !processes_mentioning(&dir.display().to_string()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "shim did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_no_console_sockets(shim_pid);
+}
+
+fn a_terminal_containers_output_lands_in_its_log(runtime: OciRuntime) {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = shim_manager(dir.path());
+    let pod = unique("ttypod");
+    let shim = manager
+        .start(&pod, &runtime, PodNamespaces::default(), None)
+        .unwrap();
+    let script = "[ -t 0 ] && [ -t 1 ] && echo on a terminal; stty size; echo oops >&2";
+    let bundle = bundle(dir.path(), &["sh", "-c", script]);
+    edit_spec(&bundle, |spec| spec["process"]["terminal"] = true.into());
+    let id = unique("tty");
+    let log = dir.path().join("logs/tty.log");
+    assert!(
+        matches!(
+            shim.create(&id, &bundle, &log),
+            Err(ShimError::InvalidArgument(_))
+        ),
+        "the request and the spec disagree on the terminal"
+    );
+    let terminal = TaskIo {
+        terminal: true,
+        ..TaskIo::default()
+    };
+    shim.create_with_io(&id, &bundle, &log, &terminal).unwrap();
+    // Sized before it runs, as kubelet's attach does.
+    shim.resize_pty(&id, "", 120, 33).unwrap();
+    shim.start(&id).unwrap();
+    let exit = shim.wait(&id, Duration::from_secs(20)).unwrap().unwrap();
+    assert_eq!(exit.code, 0);
+    shim.delete(&id).unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in ["on a terminal", "33 120", "oops"] {
+        assert!(
+            text.lines()
+                .any(|l| l.ends_with(&format!(" stdout F {line}"))),
+            "{line:?} not in {text:?}"
+        );
+    }
+    assert!(!text.contains('\r'), "{text:?}");
+    assert!(
+        !text.contains(" stderr "),
+        "a terminal has one stream: {text:?}"
+    );
+    // Deleted before it ever ran: its terminal goes with it.
+    let unstarted = unique("unstarted");
+    shim.create_with_io(&unstarted, &bundle, &log, &terminal)
+        .unwrap();
+    let deleting = std::time::Instant::now();
+    shim.delete(&unstarted).unwrap();
+    assert!(deleting.elapsed() < Duration::from_secs(5));
+
+    // A process without a terminal has none to resize.
+    let plain = unique("plain");
+    let plain_bundle = bundle_named(dir.path(), "plain", &["sh", "-c", "exit 0"]);
+    shim.create(&plain, &plain_bundle, &dir.path().join("logs/plain.log"))
+        .unwrap();
+    let err = shim.resize_pty(&plain, "", 80, 24).unwrap_err();
+    assert!(
+        matches!(&err, ShimError::FailedPrecondition(message) if message.contains(&plain)),
+        "{err}"
+    );
+    assert!(matches!(
+        shim.resize_pty("no-such-container", "", 80, 24),
+        Err(ShimError::NotFound(_))
+    ));
+    shim.delete(&plain).unwrap();
+    shut_down(shim, dir.path());
+}
+
+/// [`bundle`] in a directory of its own, `name`, for a command another bundle of the
+/// test runs too.
+fn bundle_named(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    bundle(&dir.join(name), args)
+}
+
+fn an_exec_with_a_terminal_reads_its_stdin_and_sees_its_new_size(runtime: OciRuntime) {
+    let pod = SleepingPod::start("exectty", &runtime);
+    let (shim, container) = (&pod.shim, pod.container.as_str());
+    let stdin = fifo(pod.dir.path(), "exec-stdin");
+    let output = pod.dir.path().join("exec-tty.out");
+    let mut process: serde_json::Value = serde_json::from_slice(&pod.process(&[
+        "sh",
+        "-c",
+        "[ -t 1 ] && echo on a terminal; read line; echo \"got $line\"; stty size",
+    ]))
+    .unwrap();
+    process["terminal"] = true.into();
+    let io = TaskIo {
+        terminal: true,
+        stdin: Some(stdin.clone()),
+    };
+    let files = ExecOutputFiles {
+        stdout: Some(output.clone()),
+        stderr: None,
+    };
+    shim.exec(
+        container,
+        "tty-1",
+        process.to_string().as_bytes(),
+        &io,
+        &files,
+    )
+    .unwrap();
+    assert!(
+        matches!(
+            shim.resize_pty(container, "tty-1", 100, 42),
+            Err(ShimError::FailedPrecondition(_))
+        ),
+        "an exec not started has no terminal yet"
+    );
+    shim.start_process(container, "tty-1").unwrap();
+    shim.resize_pty(container, "tty-1", 100, 42).unwrap();
+    // It waits for its line, so the size is set before it reads it.
+    let mut writer = fifo_writer(&stdin);
+    writer.write_all(b"hello\n").unwrap();
+    drop(writer);
+    let exit = shim
+        .wait_process(container, "tty-1", Some(Duration::from_secs(20)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code, 0);
+    let text = std::fs::read_to_string(&output).unwrap();
+    for line in ["on a terminal\r\n", "got hello\r\n", "42 100\r\n"] {
+        assert!(text.contains(line), "{line:?} not in {text:?}");
+    }
+    shim.delete_process(container, "tty-1").unwrap();
+    // The embedded runtime's links to the console socket go with the exec.
+    let state = pod.manager.shim_dir(&pod.pod).join("runc").join(container);
+    let links: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name())
+        .filter(|name| name.to_string_lossy().starts_with("tenant-"))
+        .collect();
+    assert!(links.is_empty(), "left in {}: {links:?}", state.display());
+
+    assert!(matches!(
+        shim.resize_pty(container, "", 80, 24),
+        Err(ShimError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        shim.resize_pty(container, "no-such-exec", 80, 24),
+        Err(ShimError::NotFound(_))
+    ));
+    pod.finish();
+}
+
+fn stdin_from_a_fifo_reaches_the_container_until_close_io(runtime: OciRuntime) {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = shim_manager(dir.path());
+    let pod = unique("stdinpod");
+    let shim = manager
+        .start(&pod, &runtime, PodNamespaces::default(), None)
+        .unwrap();
+    let stdin = fifo(dir.path(), "stdin");
+    let id = unique("cat");
+    let log = dir.path().join("logs/cat.log");
+    let io = TaskIo {
+        stdin: Some(stdin.clone()),
+        ..TaskIo::default()
+    };
+    shim.create_with_io(&id, &bundle(dir.path(), &["cat"]), &log, &io)
+        .unwrap();
+    shim.start(&id).unwrap();
+    // Nobody writes yet: cat waits rather than reading EOF.
+    assert_eq!(shim.wait(&id, Duration::from_millis(300)).unwrap(), None);
+    let mut writer = fifo_writer(&stdin);
+    writer.write_all(b"fed through a fifo\n").unwrap();
+    wait_for_text(&log, " stdout F fed through a fifo\n");
+    // The writer stays; CloseIO alone ends cat's input.
+    assert_eq!(shim.wait(&id, Duration::from_millis(100)).unwrap(), None);
+    shim.close_stdin(&id, "").unwrap();
+    let exit = shim.wait(&id, Duration::from_secs(20)).unwrap().unwrap();
+    assert_eq!(exit.code, 0, "cat read EOF and exited");
+    drop(writer);
+    shim.delete(&id).unwrap();
+    assert!(matches!(
+        shim.close_stdin(&id, ""),
+        Err(ShimError::NotFound(_))
+    ));
+    shut_down(shim, dir.path());
+}
+
+fn pids_list_the_init_and_execs_by_exec_id(runtime: OciRuntime) {
+    // No cgroupsPath in the spec: the shim finds the cgroup through the init.
+    let pod = SleepingPod::start("pids", &runtime);
+    let (shim, container) = (&pod.shim, pod.container.as_str());
+    let init = shim.state(container).unwrap().pid;
+    let stdin = fifo(pod.dir.path(), "cat-stdin");
+    let output = pod.dir.path().join("cat.out");
+    let io = TaskIo {
+        stdin: Some(stdin.clone()),
+        ..TaskIo::default()
+    };
+    let files = ExecOutputFiles {
+        stdout: Some(output.clone()),
+        stderr: None,
+    };
+    shim.exec(container, "cat-1", &pod.process(&["cat"]), &io, &files)
+        .unwrap();
+    let cat = shim.start_process(container, "cat-1").unwrap();
+    let mut processes = shim.processes(container).unwrap();
+    processes.sort_by_key(|process| process.pid);
+    let mut expected = vec![
+        TaskProcess {
+            pid: init,
+            exec_id: None,
+        },
+        TaskProcess {
+            pid: cat,
+            exec_id: Some("cat-1".to_string()),
+        },
+    ];
+    expected.sort_by_key(|process| process.pid);
+    assert_eq!(processes, expected);
+    match shim.stats(container).unwrap() {
+        TaskMetrics::V1(metrics) => assert!(metrics.memory.usage.usage > 0, "{metrics:?}"),
+        TaskMetrics::V2(metrics) => assert!(metrics.memory.usage > 0, "{metrics:?}"),
+    }
+
+    // The exec's stdin: what is written reaches it, and CloseIO ends it.
+    let mut writer = fifo_writer(&stdin);
+    writer.write_all(b"piped\n").unwrap();
+    wait_for_text(&output, "piped\n");
+    shim.close_stdin(container, "cat-1").unwrap();
+    let exit = shim
+        .wait_process(container, "cat-1", Some(Duration::from_secs(20)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code, 0);
+    drop(writer);
+    shim.delete_process(container, "cat-1").unwrap();
+    assert_eq!(
+        shim.processes(container).unwrap(),
+        vec![TaskProcess {
+            pid: init,
+            exec_id: None
+        }]
+    );
+    assert!(matches!(
+        shim.processes("no-such-container"),
+        Err(ShimError::NotFound(_))
+    ));
+    assert!(matches!(
+        shim.close_stdin(container, "no-such-exec"),
+        Err(ShimError::NotFound(_))
+    ));
+    pod.finish();
+}
+
+fn stats_are_containerds_cgroup_metrics(runtime: OciRuntime) {
+    // An absolute cgroupsPath, as criusd writes them.
+    let cgroups_path = format!("/crius-test-{}", unique_number());
+    let pod = SleepingPod::start_with("stats", &runtime, |spec| {
+        spec["linux"]["cgroupsPath"] = cgroups_path.clone().into()
+    });
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let cgroup_dir = if unified {
+        PathBuf::from(format!("/sys/fs/cgroup{cgroups_path}"))
+    } else {
+        PathBuf::from(format!("/sys/fs/cgroup/memory{cgroups_path}"))
+    };
+    assert!(cgroup_dir.exists(), "{}", cgroup_dir.display());
+    match (unified, pod.shim.stats(&pod.container).unwrap()) {
+        (false, TaskMetrics::V1(metrics)) => {
+            let (cpu, memory) = (&metrics.cpu.usage, &metrics.memory);
+            assert!(cpu.total > 0, "{metrics:?}");
+            assert!(cpu.total >= cpu.user, "{metrics:?}");
+            assert!(
+                memory.usage.usage > 0 && memory.usage.limit > 0,
+                "{metrics:?}"
+            );
+            assert!(metrics.pids.current >= 1, "{metrics:?}");
+        }
+        (true, TaskMetrics::V2(metrics)) => {
+            assert!(metrics.cpu.usage_usec > 0, "{metrics:?}");
+            assert!(metrics.memory.usage > 0, "{metrics:?}");
+            assert!(metrics.memory.usage_limit > 0, "{metrics:?}");
+            assert!(metrics.pids.current >= 1, "{metrics:?}");
+        }
+        (unified, metrics) => panic!("cgroup v2: {unified}, metrics: {metrics:?}"),
+    }
+    assert!(matches!(
+        pod.shim.stats("no-such-container"),
+        Err(ShimError::NotFound(_))
+    ));
+    pod.shim.kill(&pod.container, 9, false).unwrap();
+    pod.shim
+        .wait(&pod.container, Duration::from_secs(20))
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        pod.shim.stats(&pod.container),
+        Err(ShimError::FailedPrecondition(_))
+    ));
+    pod.finish();
+    assert!(
+        !cgroup_dir.exists(),
+        "cgroup left: {}",
+        cgroup_dir.display()
+    );
 }

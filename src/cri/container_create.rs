@@ -1,12 +1,19 @@
 //! CreateContainer: the container's rootfs (an overlay of the image's snapshots and its
 //! own writable layer), its OCI spec (Kubernetes' rules, in `crate::runtime`), and the
 //! container created — not started — by the pod's shim. Rolled back on any failure.
+//!
+//! `tty` gives the container a terminal (the spec's `process.terminal`, the shim holds
+//! the master and logs what it prints as `stdout`). `stdin` keeps its stdin open, as
+//! containerd does: a FIFO in the bundle that the shim reads from and nobody writes to
+//! yet, so that the container's reads wait rather than end (attaching to it, and
+//! `stdin_once`, are for when Attach exists).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
 
 use super::api::{self, CreateContainerRequest, CreateContainerResponse};
 use super::pod_shims::blocking;
@@ -17,6 +24,7 @@ use crate::image::manifest::parse_config;
 use crate::runtime::{
     self, container_spec, ContainerSpecInput, SandboxContext, SandboxFiles, SandboxNamespaces,
 };
+use crate::shim::manager::TaskIo;
 use crate::snapshot::rootfs::{mount_overlay, unmount};
 use crate::store::{ContainerRecord, ContainerState, MountRecord, SandboxRecord};
 
@@ -184,10 +192,15 @@ impl Cri {
         } else {
             Path::new(&sandbox.log_directory).join(&config.log_path)
         };
+        let io = TaskIo {
+            terminal: config.tty,
+            stdin: config.stdin.then(|| stdin_fifo(&bundle)).transpose()?,
+        };
         let shim = self.shims.get(&sandbox.id)?;
         let (creating, container_id, bundle_path, log) =
             (shim.clone(), id.clone(), bundle.clone(), log_path.clone());
-        let pid = blocking(move || creating.create(&container_id, &bundle_path, &log)).await?;
+        let pid = blocking(move || creating.create_with_io(&container_id, &bundle_path, &log, &io))
+            .await?;
         let (deleting, deleted_id) = (shim.clone(), id.clone());
         rollback.push("the created container", move || {
             deleting
@@ -337,6 +350,14 @@ impl Cri {
             .filter(|container| container.sandbox_id == sandbox_id)
             .collect()
     }
+}
+
+/// Creates the FIFO the container's stdin is fed from, in its `bundle` (removed with it).
+fn stdin_fifo(bundle: &Path) -> Result<PathBuf, CriError> {
+    let fifo = bundle.join("stdin");
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))
+        .map_err(|err| io_error("create", &fifo, err.into()))?;
+    Ok(fifo)
 }
 
 /// The CRI container config in `crate::runtime`'s terms (which never sees CRI types).

@@ -1,7 +1,8 @@
 //! Container output in the CRI log format that kubelet reads and rotates:
 //! `<RFC3339Nano time> <stdout|stderr> <P|F> <content>\n`, `F` for a full line and `P`
 //! for a partial one (a line longer than [`MAX_LINE`] is split into `P` pieces ending
-//! with an `F`).
+//! with an `F`). A container with a terminal has one output stream, logged as `stdout`,
+//! its lines ended by the terminal's `\r\n` (both dropped, as containerd drops them).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -95,11 +96,41 @@ impl CriLog {
 /// Copies `source` (a pipe from the container) into `log` line by line until EOF, on a
 /// thread of its own. Returns when every writer of the pipe has closed it.
 pub fn copy_stream(
-    mut source: File,
+    source: File,
     stream: Stream,
     log: Arc<CriLog>,
     open: Arc<OpenStreams>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    copy_lines(source, stream, false, log, open)
+}
+
+/// Copies the output of a container's terminal (its pty master) into `log` as `stdout`
+/// lines, without the terminal's carriage returns, on a thread of its own, until the
+/// terminal hangs up (its last process closed it).
+pub fn copy_terminal(
+    master: File,
+    log: Arc<CriLog>,
+    open: Arc<OpenStreams>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    copy_lines(master, Stream::Stdout, true, log, open)
+}
+
+/// Copies `source` into `log` as lines of `stream`; with `terminal`, a `\r` ending a
+/// line is dropped with its `\n`. A read error ends the copy as EOF does: a terminal's
+/// master reports its hang-up so.
+fn copy_lines(
+    mut source: File,
+    stream: Stream,
+    terminal: bool,
+    log: Arc<CriLog>,
+    open: Arc<OpenStreams>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let line_of = move |line: &[u8]| -> usize {
+        match line.last() {
+            Some(b'\r') if terminal => line.len() - 1,
+            _ => line.len(),
+        }
+    };
     std::thread::Builder::new()
         .name(format!("log-{}", stream.name()))
         .spawn(move || {
@@ -115,7 +146,8 @@ pub fn copy_stream(
                 pending.extend_from_slice(&buffer[..read]);
                 let mut start = 0;
                 while let Some(newline) = pending[start..].iter().position(|&b| b == b'\n') {
-                    log.write_line(stream, &pending[start..start + newline]);
+                    let line = &pending[start..start + newline];
+                    log.write_line(stream, &line[..line_of(line)]);
                     start += newline + 1;
                 }
                 pending.drain(..start);
@@ -125,7 +157,7 @@ pub fn copy_stream(
                 }
             }
             if !pending.is_empty() {
-                log.write_line(stream, &pending);
+                log.write_line(stream, &pending[..line_of(&pending)]);
             }
             open.close_one();
         })
@@ -147,7 +179,8 @@ impl OpenStreams {
         })
     }
 
-    fn close_one(&self) {
+    /// Marks one stream as having reached its end.
+    pub fn close_one(&self) {
         let mut open = self
             .open
             .lock()
@@ -263,5 +296,31 @@ mod tests {
         assert_eq!(records[3], ("stderr", "F", "xxxxxxxxxx"));
         assert_eq!(records[4], ("stderr", "F", "tail"));
         assert_eq!(records.len(), 5);
+    }
+
+    #[test]
+    fn terminal_lines_lose_their_carriage_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tty.log");
+        let log = CriLog::open(&path).unwrap();
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let open = OpenStreams::new(1);
+        let copier =
+            copy_terminal(File::from(std::os::fd::OwnedFd::from(reader)), log, open).unwrap();
+        writer
+            .write_all(b"one\r\ntwo\rstill two\r\nlast\r")
+            .unwrap();
+        drop(writer);
+        copier.join().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let contents: Vec<&str> = text
+            .lines()
+            .map(|line| line.splitn(4, ' ').nth(3).unwrap())
+            .collect();
+        assert_eq!(contents, ["one", "two\rstill two", "last"]);
+        assert!(
+            text.lines().all(|line| line.contains(" stdout F ")),
+            "{text}"
+        );
     }
 }

@@ -8,9 +8,10 @@
 //! take their exits), and which leaves the containers' processes re-parented to the shim.
 //!
 //! Command line (runc's): the global `--root DIR --log FILE --log-format json`, then
-//! `create --bundle DIR --pid-file FILE ID`, `start ID`,
-//! `exec --detach --process FILE --pid-file FILE ID`, `kill [--all] ID SIGNAL` and
-//! `delete [--force] ID`. A failure is written to the log file as runc writes it, a JSON
+//! `create --bundle DIR --pid-file FILE [--console-socket SOCKET] ID`, `start ID`,
+//! `exec --detach --process FILE --pid-file FILE [--console-socket SOCKET] ID`,
+//! `kill [--all] ID SIGNAL` and `delete [--force] ID`. A process with a terminal sends
+//! its pty master to the console socket, as runc's do (libcontainer does it). A failure is written to the log file as runc writes it, a JSON
 //! line `{"level":"error","msg":…}`, which is where [`super::runc`] reads it from.
 //!
 //! Seccomp: libcontainer installs a container's `linux.seccomp` filter with libseccomp,
@@ -47,6 +48,10 @@ const EXEC_LOCK: &str = "exec.lock";
 
 /// How libcontainer 0.7 names an exec's notify socket (`tenant-notify-<random>.sock`).
 const TENANT_NOTIFY_PREFIX: &str = "tenant-notify-";
+
+/// How libcontainer 0.7 names the link to an exec's console socket
+/// (`tenant-tty-<random>.sock`).
+const TENANT_TTY_PREFIX: &str = "tenant-tty-";
 
 /// Why an embedded runtime command failed; its message is what the shim reports.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +109,9 @@ pub enum OciCommand {
         bundle: PathBuf,
         #[arg(long)]
         pid_file: PathBuf,
+        /// Where the pty master of a container with a terminal is sent.
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
         id: String,
     },
     /// Lets a created container's init run its process.
@@ -118,6 +126,9 @@ pub enum OciCommand {
         process: PathBuf,
         #[arg(long)]
         pid_file: PathBuf,
+        /// Where the pty master of a process with a terminal is sent.
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
         id: String,
     },
     /// Signals the container's init, or with `--all` every process in its cgroup.
@@ -163,8 +174,9 @@ fn run(root: &Path, command: OciCommand) -> Result<(), EmbeddedError> {
         OciCommand::Create {
             bundle,
             pid_file,
+            console_socket,
             id,
-        } => create(root, &bundle, &pid_file, &id),
+        } => create(root, &bundle, &pid_file, console_socket, &id),
         OciCommand::Start { id } => {
             let mut container = load(root, &id)?;
             container.start().map_err(failed(&id, "start it"))
@@ -172,9 +184,10 @@ fn run(root: &Path, command: OciCommand) -> Result<(), EmbeddedError> {
         OciCommand::Exec {
             process,
             pid_file,
+            console_socket,
             id,
             ..
-        } => exec(root, &process, &pid_file, &id),
+        } => exec(root, &process, &pid_file, console_socket, &id),
         OciCommand::Kill { all, id, signal } => {
             let signal =
                 Signal::try_from(signal.as_str()).map_err(|_| EmbeddedError::Signal(signal))?;
@@ -196,7 +209,13 @@ fn run(root: &Path, command: OciCommand) -> Result<(), EmbeddedError> {
     }
 }
 
-fn create(root: &Path, bundle: &Path, pid_file: &Path, id: &str) -> Result<(), EmbeddedError> {
+fn create(
+    root: &Path,
+    bundle: &Path,
+    pid_file: &Path,
+    console_socket: Option<PathBuf>,
+    id: &str,
+) -> Result<(), EmbeddedError> {
     std::fs::create_dir_all(root).map_err(|source| EmbeddedError::Io {
         what: "create the state directory",
         path: root.to_path_buf(),
@@ -204,6 +223,7 @@ fn create(root: &Path, bundle: &Path, pid_file: &Path, id: &str) -> Result<(), E
     })?;
     normalize_rootfs_propagation(&bundle.join("config.json"))?;
     ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_console_socket(console_socket)
         .validate_id()
         .and_then(|builder| builder.with_root_path(root))
         .and_then(|builder| builder.with_pid_file(Some(pid_file)))
@@ -260,17 +280,24 @@ fn normalize_rootfs_propagation(config: &Path) -> Result<(), EmbeddedError> {
 /// Runs `process_file` in container `id`, with the container's seccomp filter (see the
 /// module header).
 ///
-/// libcontainer leaves each exec's notify socket (`tenant-notify-<random>.sock`) in the
-/// container's state directory; a container probed by exec every few seconds would
+/// libcontainer leaves each exec's notify socket (`tenant-notify-<random>.sock`), and
+/// for one with a terminal a link to its console socket (`tenant-tty-<random>.sock`), in
+/// the container's state directory; a container probed by exec every few seconds would
 /// collect them by the hundred thousand. Execs in one container therefore take turns
 /// (a lock in its state directory), and each removes those left once its process runs,
 /// when no other exec can be using one.
-fn exec(root: &Path, process_file: &Path, pid_file: &Path, id: &str) -> Result<(), EmbeddedError> {
+fn exec(
+    root: &Path,
+    process_file: &Path,
+    pid_file: &Path,
+    console_socket: Option<PathBuf>,
+    id: &str,
+) -> Result<(), EmbeddedError> {
     let container = load(root, id)?;
     let state = root.join(id);
     let lock = lock_execs(&state)?;
-    let ran = exec_locked(root, &container, process_file, pid_file, id);
-    remove_notify_sockets(&state);
+    let ran = exec_locked(root, &container, process_file, pid_file, console_socket, id);
+    remove_exec_sockets(&state);
     drop(lock);
     ran
 }
@@ -292,6 +319,7 @@ fn exec_locked(
     container: &Container,
     process_file: &Path,
     pid_file: &Path,
+    console_socket: Option<PathBuf>,
     id: &str,
 ) -> Result<(), EmbeddedError> {
     let spec_file = container.bundle().join("config.json");
@@ -301,6 +329,7 @@ fn exec_locked(
         reason: err.to_string(),
     })?;
     let builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_console_socket(console_socket)
         .with_root_path(root)
         .and_then(|builder| builder.with_pid_file(Some(pid_file)))
         .map_err(failed(id, "exec in it"))?;
@@ -340,16 +369,20 @@ fn exec_locked(
     ran
 }
 
-/// Removes the exec notify sockets libcontainer left in a container's state directory
-/// `state`; what cannot be removed stays for the next exec to try.
-fn remove_notify_sockets(state: &Path) {
+/// Removes the exec notify sockets and console socket links libcontainer left in a
+/// container's state directory `state`; what cannot be removed stays for the next exec
+/// to try.
+fn remove_exec_sockets(state: &Path) {
     let Ok(entries) = std::fs::read_dir(state) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(TENANT_NOTIFY_PREFIX) && name.ends_with(".sock") {
+        let of_exec = [TENANT_NOTIFY_PREFIX, TENANT_TTY_PREFIX]
+            .iter()
+            .any(|prefix| name.starts_with(prefix));
+        if of_exec && name.ends_with(".sock") {
             let _ = std::fs::remove_file(entry.path());
         }
     }

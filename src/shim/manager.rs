@@ -21,17 +21,20 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::api::{
-    ConnectRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest, KillRequest,
-    ShutdownRequest, StartRequest, StateRequest, Status, UpdateTaskRequest, WaitRequest,
+    CloseIORequest, ConnectRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest,
+    KillRequest, PidsRequest, ResizePtyRequest, ShutdownRequest, StartRequest, StateRequest,
+    StatsRequest, Status, UpdateTaskRequest, WaitRequest,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::shim::oci::ProcessDetails;
 use containerd_shim_protos::ttrpc::{self, context};
 
 use super::daemon::PodNamespaces;
 use super::events::{EventServer, TaskEvents};
 use super::launcher::{Bootstrap, Launcher, ShimCommand};
+use super::metrics::{unpack, TaskMetrics};
 use super::runc::OciRuntime;
 use super::stdio_uri::file_uri;
 use super::task::check_exec_id;
@@ -99,6 +102,35 @@ pub struct ShimPids {
     pub shim: u32,
     /// Pid 1 of the pod's shared PID namespace; none without one.
     pub pid_namespace_init: Option<u32>,
+}
+
+/// A task's stdio besides its output: a terminal, and a stdin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskIo {
+    /// Run it with a pseudo-terminal (its OCI process's `terminal` must say so too);
+    /// its output is then one stream.
+    pub terminal: bool,
+    /// A FIFO (or file) the shim feeds into its stdin until every writer closed it or
+    /// [`Shim::close_stdin`]; without one, stdin is `/dev/null` (or, with a terminal, the
+    /// terminal, which nobody types into).
+    pub stdin: Option<PathBuf>,
+}
+
+/// Where an exec'd process's output goes: files, appended to as raw bytes (`None`:
+/// `/dev/null`); with a terminal, all of it goes to `stdout`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutputFiles {
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
+}
+
+/// A process of a container, as the shim lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskProcess {
+    pub pid: u32,
+    /// The exec it was started as; `None` for the init and whatever the container
+    /// started itself.
+    pub exec_id: Option<String>,
 }
 
 /// A container's exit as the shim reports it.
@@ -390,6 +422,17 @@ impl Shim {
     /// file `log` (crius-shim writes it in the CRI format, other shims raw). Returns the
     /// container init's pid.
     pub fn create(&self, id: &str, bundle: &Path, log: &Path) -> Result<u32, ShimError> {
+        self.create_with_io(id, bundle, log, &TaskIo::default())
+    }
+
+    /// [`Shim::create`] with a terminal or a stdin, as `io` asks.
+    pub fn create_with_io(
+        &self,
+        id: &str,
+        bundle: &Path,
+        log: &Path,
+        io: &TaskIo,
+    ) -> Result<u32, ShimError> {
         // `file://`: one file for both streams, containerd's form for a log file.
         let log = file_uri(log);
         let request = CreateTaskRequest {
@@ -398,6 +441,8 @@ impl Shim {
             stdout: log.clone(),
             stderr: log,
             options: self.options.clone().into(),
+            terminal: io.terminal,
+            stdin: path_text(io.stdin.as_deref()),
             ..CreateTaskRequest::default()
         };
         let response = self
@@ -412,7 +457,7 @@ impl Shim {
     }
 
     /// Starts the container's init, or its exec `exec_id` when not empty; returns its pid.
-    fn start_process(&self, id: &str, exec_id: &str) -> Result<u32, ShimError> {
+    pub fn start_process(&self, id: &str, exec_id: &str) -> Result<u32, ShimError> {
         let request = StartRequest {
             id: id.to_string(),
             exec_id: exec_id.to_string(),
@@ -432,7 +477,7 @@ impl Shim {
 
     /// Sends `signal` to the container's init, or to its exec `exec_id` when not empty
     /// (to the exec's whole process tree with `all`).
-    fn kill_process(
+    pub fn kill_process(
         &self,
         id: &str,
         exec_id: &str,
@@ -459,7 +504,7 @@ impl Shim {
 
     /// Blocks until the container's init (or its exec `exec_id`, when not empty) exits,
     /// or `timeout` passes (`None` then); a `None` timeout waits for as long as it takes.
-    fn wait_process(
+    pub fn wait_process(
         &self,
         id: &str,
         exec_id: &str,
@@ -522,7 +567,7 @@ impl Shim {
 
     /// Removes a stopped (or never started) container, or its exec `exec_id` when not
     /// empty.
-    fn delete_process(&self, id: &str, exec_id: &str) -> Result<Option<ExitStatus>, ShimError> {
+    pub fn delete_process(&self, id: &str, exec_id: &str) -> Result<Option<ExitStatus>, ShimError> {
         let request = DeleteRequest {
             id: id.to_string(),
             exec_id: exec_id.to_string(),
@@ -558,21 +603,17 @@ impl Shim {
     ) -> Result<ExecOutput, ShimError> {
         check_exec_id(exec_id)?;
         let files = ExecFiles::new(&self.dir, exec_id)?;
-        let request = ExecProcessRequest {
-            id: container_id.to_string(),
-            exec_id: exec_id.to_string(),
-            stdout: files.stdout.display().to_string(),
-            stderr: files.stderr.display().to_string(),
-            spec: MessageField::some(Any {
-                type_url: PROCESS_TYPE_URL.to_string(),
-                value: process_json.to_vec(),
-                ..Any::default()
-            }),
-            ..ExecProcessRequest::default()
+        let output = ExecOutputFiles {
+            stdout: Some(files.stdout.clone()),
+            stderr: Some(files.stderr.clone()),
         };
-        self.client
-            .exec(deadline(), &request)
-            .map_err(|err| self.error(err))?;
+        self.exec(
+            container_id,
+            exec_id,
+            process_json,
+            &TaskIo::default(),
+            &output,
+        )?;
         let ran = self.run_exec(container_id, exec_id, timeout);
         // Also after a failed start: the shim keeps a failed exec as CREATED.
         let deleted = self.delete_process(container_id, exec_id);
@@ -613,6 +654,37 @@ impl Shim {
         }
     }
 
+    /// Registers `process_json` (an OCI runtime-spec Process) as exec `exec_id` of the
+    /// running container `container_id`, with `io` and its output going to `output`; it
+    /// runs once started ([`Shim::start_process`]).
+    pub fn exec(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        process_json: &[u8],
+        io: &TaskIo,
+        output: &ExecOutputFiles,
+    ) -> Result<(), ShimError> {
+        let request = ExecProcessRequest {
+            id: container_id.to_string(),
+            exec_id: exec_id.to_string(),
+            terminal: io.terminal,
+            stdin: path_text(io.stdin.as_deref()),
+            stdout: path_text(output.stdout.as_deref()),
+            stderr: path_text(output.stderr.as_deref()),
+            spec: MessageField::some(Any {
+                type_url: PROCESS_TYPE_URL.to_string(),
+                value: process_json.to_vec(),
+                ..Any::default()
+            }),
+            ..ExecProcessRequest::default()
+        };
+        self.client
+            .exec(deadline(), &request)
+            .map_err(|err| self.error(err))?;
+        Ok(())
+    }
+
     /// Asks the shim to exit; it refuses while it has containers unless `now`.
     pub fn shutdown(&self, now: bool) -> Result<(), ShimError> {
         let request = ShutdownRequest {
@@ -624,6 +696,85 @@ impl Shim {
             Ok(_) | Err(ttrpc::Error::LocalClosed) | Err(ttrpc::Error::RemoteClosed) => Ok(()),
             Err(err) => Err(self.error(err)),
         }
+    }
+
+    /// Closes the stdin of container `id`'s init, or of its exec `exec_id` when not
+    /// empty: it reads EOF after what the shim had passed on to it.
+    pub fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), ShimError> {
+        let request = CloseIORequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdin: true,
+            ..CloseIORequest::default()
+        };
+        self.client
+            .close_io(deadline(), &request)
+            .map_err(|err| self.error(err))?;
+        Ok(())
+    }
+
+    /// Sets the window size of the terminal of container `id`'s init, or of its exec
+    /// `exec_id` when not empty.
+    pub fn resize_pty(
+        &self,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<(), ShimError> {
+        let request = ResizePtyRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            width,
+            height,
+            ..ResizePtyRequest::default()
+        };
+        self.client
+            .resize_pty(deadline(), &request)
+            .map_err(|err| self.error(err))?;
+        Ok(())
+    }
+
+    /// The processes of container `id`.
+    pub fn processes(&self, id: &str) -> Result<Vec<TaskProcess>, ShimError> {
+        let request = PidsRequest {
+            id: id.to_string(),
+            ..PidsRequest::default()
+        };
+        let response = self
+            .client
+            .pids(deadline(), &request)
+            .map_err(|err| self.error(err))?;
+        response
+            .processes
+            .iter()
+            .map(|process| {
+                let details = match process.info.as_ref() {
+                    Some(info) => unpack::<ProcessDetails>(info)?,
+                    None => None,
+                };
+                Ok(TaskProcess {
+                    pid: process.pid,
+                    exec_id: details.map(|details| details.exec_id),
+                })
+            })
+            .collect()
+    }
+
+    /// The cgroup metrics of container `id`.
+    pub fn stats(&self, id: &str) -> Result<TaskMetrics, ShimError> {
+        let request = StatsRequest {
+            id: id.to_string(),
+            ..StatsRequest::default()
+        };
+        let response = self
+            .client
+            .stats(deadline(), &request)
+            .map_err(|err| self.error(err))?;
+        let stats = response.stats.as_ref().ok_or_else(|| {
+            ShimError::InvalidArgument(format!("stats of container {id}: none in the answer"))
+        })?;
+        TaskMetrics::unpack(stats)
     }
 
     fn error(&self, source: ttrpc::Error) -> ShimError {
@@ -698,6 +849,12 @@ fn read_capped(path: &Path, cap: usize) -> Result<Vec<u8>, ShimError> {
             source,
         })?;
     Ok(bytes)
+}
+
+/// A path as the Task API carries it: empty for none.
+fn path_text(path: Option<&Path>) -> String {
+    path.map(|path| path.display().to_string())
+        .unwrap_or_default()
 }
 
 fn deadline() -> context::Context {

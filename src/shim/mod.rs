@@ -17,6 +17,9 @@
 //!   private `--root`: a runtime handler's binary, or [`embedded`].
 //! - [`embedded`]: `crius-shim oci`, the OCI runtime built into the shim (libcontainer).
 //! - [`cri_log`]: container output written in the CRI log format.
+//! - [`process_io`]: a process's stdio: pipes or a terminal ([`console`]), and a stdin
+//!   fed from a FIFO that CloseIO can close ([`stdin`]).
+//! - [`metrics`]: Stats' answer, containerd's cgroup metrics.
 //! - [`daemon`]: `crius-shim … start`: fork the shim daemon, bind its socket, serve;
 //!   `… delete`: clean up after a dead one.
 //! - [`pid_namespace`]: the init that holds a pod's shared PID namespace.
@@ -27,15 +30,19 @@
 //!   restart) to them, and serves the events they publish.
 
 pub mod command_line;
+pub mod console;
 pub mod cri_log;
 pub mod daemon;
 pub mod embedded;
 pub mod events;
 pub mod launcher;
 pub mod manager;
+pub mod metrics;
 pub mod pid_namespace;
+pub mod process_io;
 pub mod reaper;
 pub mod runc;
+pub mod stdin;
 pub mod stdio_uri;
 pub mod task;
 pub mod task_api;
@@ -67,6 +74,11 @@ pub enum ShimError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("cannot encode or decode {what}: {source}")]
+    Protobuf {
+        what: &'static str,
+        source: containerd_shim_protos::protobuf::Error,
+    },
     #[error("the reaper thread is gone")]
     ReaperGone,
     #[error("shim {socket}: {source}")]

@@ -82,6 +82,10 @@ pub struct ProcessStdio {
     pub stdin: Stdio,
     pub stdout: Stdio,
     pub stderr: Stdio,
+    /// For a process with a terminal: the socket runc sends the terminal's master to
+    /// (`--console-socket`). The process's stdio is then the terminal, and the three
+    /// above are runc's own.
+    pub console_socket: Option<PathBuf>,
 }
 
 impl Runc {
@@ -109,7 +113,9 @@ impl Runc {
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
-            .arg(&pid_file)
+            .arg(&pid_file);
+        console_socket(&mut command, &stdio);
+        command
             .arg(id)
             .stdin(stdio.stdin)
             .stdout(stdio.stdout)
@@ -145,7 +151,9 @@ impl Runc {
             .arg("--process")
             .arg(&process_file)
             .arg("--pid-file")
-            .arg(&pid_file)
+            .arg(&pid_file);
+        console_socket(&mut command, &stdio);
+        command
             .arg(id)
             .stdin(stdio.stdin)
             .stdout(stdio.stdout)
@@ -240,6 +248,13 @@ impl Runc {
             message: last_log_message(bundle)
                 .unwrap_or_else(|| format!("exited with status {}", exit.status)),
         })
+    }
+}
+
+/// `--console-socket PATH` when `stdio` has a terminal.
+fn console_socket(command: &mut Command, stdio: &ProcessStdio) {
+    if let Some(socket) = &stdio.console_socket {
+        command.arg("--console-socket").arg(socket);
     }
 }
 

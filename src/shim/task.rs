@@ -15,6 +15,14 @@
 //! so that an ExecSync timeout ends what the exec started without touching the rest of
 //! the container.
 //!
+//! Stdio (see [`super::process_io`]): a container's output goes to its CRI log, an exec'd
+//! process's to its files; with `terminal` the process gets a pseudo-terminal whose
+//! master the shim holds (ResizePty sets its size). `stdin` names a FIFO (or file) the
+//! shim feeds into the process until its writers close it or CloseIO closes it. Pids
+//! lists the container's processes (its cgroup's, its init, its execs, these marked with
+//! containerd's `ProcessDetails`), and Stats answers with containerd's cgroup metrics
+//! ([`super::metrics`]) from the container's cgroup.
+//!
 //! A container is over when its init exits. With a PID namespace of its own, the kernel
 //! then kills the rest of its processes; in a namespace it shares (the pod's, the node's,
 //! another container's) nothing would, so the shim kills them before it reports the exit
@@ -29,34 +37,37 @@
 //! TaskExit held until TaskStart is queued.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::api::{
-    ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-    DeleteResponse, Empty, ExecProcessRequest, KillRequest, ShutdownRequest, StartRequest,
-    StartResponse, StateRequest, StateResponse, Status, UpdateTaskRequest, WaitRequest,
-    WaitResponse,
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PidsRequest,
+    PidsResponse, ProcessInfo, ResizePtyRequest, ShutdownRequest, StartRequest, StartResponse,
+    StateRequest, StateResponse, StatsRequest, StatsResponse, Status, UpdateTaskRequest,
+    WaitRequest, WaitResponse,
 };
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::shim::oci::ProcessDetails;
 use containerd_shim_protos::ttrpc::{self, TtrpcContext};
 use containerd_shim_protos::Task;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::cri_log::{copy_stream, CriLog, OpenStreams, Stream};
+use super::cri_log::CriLog;
 use super::events::{EventPublisher, TaskEvent, TaskIo};
+use super::metrics;
+use super::process_io::{self, Output, ProcessIo};
 use super::reaper::{Exit, Reaper};
-use super::runc::{dev_null, ProcessStdio, Runc};
+use super::runc::Runc;
 use super::stdio_uri;
 use super::ShimError;
+use crate::cgroups::Cgroup;
 
 /// How many times [`signal_tree`] looks for descendants that appeared while it was
 /// stopping the ones it knew; a tree that keeps growing past this is signalled as found.
@@ -79,11 +90,9 @@ struct Container {
     started: bool,
     exit: Option<Exit>,
     log: Arc<CriLog>,
-    /// The threads copying the container's stdout and stderr into its log; joined at
-    /// delete so that no output is lost.
-    copiers: Vec<std::thread::JoinHandle<()>>,
-    /// The init's output streams still being copied into the log.
-    streams: Arc<OpenStreams>,
+    /// The init's stdio: its output copiers (joined at delete so that no output is
+    /// lost), its terminal, its stdin.
+    io: ProcessIo,
     /// Whether its spec gives it a PID namespace of its own, so that its processes end
     /// with its init.
     owns_pid_namespace: bool,
@@ -100,6 +109,10 @@ struct ExecProcess {
     stdin: String,
     stdout: String,
     stderr: String,
+    /// Whether it runs with a terminal (then `stdout` gets all of its output).
+    terminal: bool,
+    /// Its stdio once started.
+    io: Option<ProcessIo>,
     state: ExecState,
 }
 
@@ -193,7 +206,7 @@ impl TaskService {
             .map(|(id, container)| {
                 let leftovers =
                     (!container.owns_pid_namespace).then(|| (id.clone(), container.bundle.clone()));
-                (leftovers, container.streams.clone())
+                (leftovers, container.io.streams.clone())
             });
         match ended {
             Some((leftovers, streams)) => {
@@ -250,11 +263,6 @@ impl TaskService {
                 "id and bundle are required".into(),
             ));
         }
-        if request.terminal {
-            return Err(ShimError::InvalidArgument(
-                "terminals are not supported yet".into(),
-            ));
-        }
         if self.lock().containers.contains_key(&request.id) {
             return Err(ShimError::AlreadyExists(format!(
                 "container {} already exists",
@@ -262,6 +270,7 @@ impl TaskService {
             )));
         }
         let bundle = PathBuf::from(&request.bundle);
+        check_spec_terminal(&request.id, &bundle, request.terminal)?;
         let log_path = match stdio_uri::parse(&request.stdout)?.path() {
             None => bundle.join("output.log"),
             Some(path) => path.to_path_buf(),
@@ -270,32 +279,20 @@ impl TaskService {
             what: "open the container log",
             source,
         })?;
-        let (stdout_reader, stdout_writer) = pipe()?;
-        let (stderr_reader, stderr_writer) = pipe()?;
-        let streams = OpenStreams::new(2);
-        let copiers = vec![
-            copy_stream(stdout_reader, Stream::Stdout, log.clone(), streams.clone()).map_err(
-                |source| ShimError::Io {
-                    what: "start the stdout copier",
-                    source,
-                },
-            )?,
-            copy_stream(stderr_reader, Stream::Stderr, log.clone(), streams.clone()).map_err(
-                |source| ShimError::Io {
-                    what: "start the stderr copier",
-                    source,
-                },
-            )?,
-        ];
-        let stdio = ProcessStdio {
-            stdin: Stdio::from(dev_null()?),
-            stdout: Stdio::from(stdout_writer),
-            stderr: Stdio::from(stderr_writer),
-        };
+        let (stdio, io) =
+            process_io::setup(request.terminal, &request.stdin, Output::Log(log.clone()))?;
         // On failure the pipes' write ends close with the command, so the copiers end.
         let pid = self
             .runc
             .create(&self.reaper, &request.id, &bundle, stdio)?;
+        let io = match io.attach() {
+            Ok(io) => io,
+            Err(err) => {
+                // Nothing would ever run or remove what the runtime created.
+                let _ = self.runc.delete(&self.reaper, &request.id, &bundle);
+                return Err(err);
+            }
+        };
         let owns_pid_namespace = owns_pid_namespace(&bundle);
         let mut state = self.lock();
         self.events.publish(TaskEvent::Create {
@@ -317,8 +314,7 @@ impl TaskService {
                 started: false,
                 exit: None,
                 log,
-                copiers,
-                streams,
+                io,
                 owns_pid_namespace,
                 execs: HashMap::new(),
             },
@@ -431,7 +427,7 @@ impl TaskService {
         // Waits on its execs end (NotFound).
         self.exited.notify_all();
         let exit = container.and_then(|container| {
-            for copier in container.copiers {
+            for copier in container.io.copiers {
                 let _ = copier.join();
             }
             container.exit
@@ -461,6 +457,7 @@ impl TaskService {
             exit_status: container.exit.map_or(0, |exit| exit.status as u32),
             exited_at: container.exit.map(|exit| timestamp(exit.at)).into(),
             stdout: container.log_path(),
+            terminal: container.io.console.is_some(),
             ..StateResponse::default()
         })
     }
@@ -468,11 +465,6 @@ impl TaskService {
     /// Registers exec `request.exec_id` in the running container `request.id`.
     fn create_exec(&self, request: &ExecProcessRequest) -> Result<(), ShimError> {
         check_exec_id(&request.exec_id)?;
-        if request.terminal {
-            return Err(ShimError::InvalidArgument(
-                "terminals are not supported yet".into(),
-            ));
-        }
         let process = request
             .spec
             .as_ref()
@@ -480,7 +472,7 @@ impl TaskService {
             .ok_or_else(|| {
                 ShimError::InvalidArgument(format!("exec {}: spec is required", request.exec_id))
             })?;
-        check_process(&request.exec_id, &process)?;
+        check_process(&request.exec_id, &process, request.terminal)?;
         let mut state = self.lock();
         let container = state.container_mut(&request.id)?;
         if !container.is_running() {
@@ -502,6 +494,8 @@ impl TaskService {
                 stdin: request.stdin.clone(),
                 stdout: request.stdout.clone(),
                 stderr: request.stderr.clone(),
+                terminal: request.terminal,
+                io: None,
                 state: ExecState::Created,
             },
         );
@@ -514,7 +508,7 @@ impl TaskService {
 
     /// Runs exec `exec_id` of container `id`; returns its pid.
     fn start_exec(&self, id: &str, exec_id: &str) -> Result<i32, ShimError> {
-        let (bundle, process, stdio) = {
+        let (bundle, process, terminal, stdio) = {
             let mut state = self.lock();
             let container = state.container_mut(id)?;
             if !container.is_running() {
@@ -532,18 +526,30 @@ impl TaskService {
             exec.state = ExecState::Starting;
             let stdio = [exec.stdin.clone(), exec.stdout.clone(), exec.stderr.clone()];
             let process = exec.process.clone();
+            let terminal = exec.terminal;
             state.exec_starts += 1;
-            (bundle, process, stdio)
+            (bundle, process, terminal, stdio)
         };
-        let started = exec_stdio(&stdio).and_then(|stdio| {
-            self.runc
-                .exec(&self.reaper, id, &bundle, exec_id, &process, stdio)
+        let [stdin, stdout, stderr] = stdio;
+        let output = Output::Files { stdout, stderr };
+        let started = process_io::setup(terminal, &stdin, output).and_then(|(stdio, io)| {
+            let pid = self
+                .runc
+                .exec(&self.reaper, id, &bundle, exec_id, &process, stdio)?;
+            match io.attach() {
+                Ok(io) => Ok((pid, io)),
+                Err(err) => {
+                    // Failed to start as far as the client knows: it must not run on.
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    Err(err)
+                }
+            }
         });
         let mut state = self.lock();
         state.exec_starts -= 1;
         // The latest: an earlier holder of the pid cannot have exited after this start
         // began unless pids wrapped around meanwhile.
-        let early_exit = started.as_ref().ok().and_then(|pid| {
+        let early_exit = started.as_ref().ok().and_then(|(pid, _)| {
             state
                 .unclaimed
                 .iter()
@@ -557,7 +563,8 @@ impl TaskService {
         // Present: neither the exec nor its container is deleted while it is Starting.
         let exec = state.container_mut(id)?.exec_mut(id, exec_id)?;
         match started {
-            Ok(pid) => {
+            Ok((pid, io)) => {
+                exec.io = Some(io);
                 exec.state = match early_exit {
                     Some(exit) => {
                         // A wait may already be blocked on it.
@@ -646,6 +653,7 @@ impl TaskService {
             stdin: exec.stdin.clone(),
             stdout: exec.stdout.clone(),
             stderr: exec.stderr.clone(),
+            terminal: exec.terminal,
             ..StateResponse::default()
         })
     }
@@ -847,6 +855,9 @@ impl Task for TaskService {
 
     fn wait(&self, _: &TtrpcContext, request: WaitRequest) -> ttrpc::Result<WaitResponse> {
         let exit = self.wait_process(&request.id, &request.exec_id)?;
+        if !request.exec_id.is_empty() {
+            self.drain_exec_output(&request.id, &request.exec_id);
+        }
         Ok(WaitResponse {
             exit_status: exit.status as u32,
             exited_at: MessageField::some(timestamp(exit.at)),
@@ -898,6 +909,157 @@ impl Task for TaskService {
             .send(());
         Ok(Empty::default())
     }
+
+    /// Closes the stdin of the container's init, or of its exec `exec_id`: the process
+    /// reads EOF after what the shim had passed on to it. A process without stdin has
+    /// none to close.
+    fn close_io(&self, _: &TtrpcContext, request: CloseIORequest) -> ttrpc::Result<Empty> {
+        if request.stdin {
+            self.close_stdin(&request.id, &request.exec_id)?;
+        }
+        Ok(Empty::default())
+    }
+
+    fn resize_pty(&self, _: &TtrpcContext, request: ResizePtyRequest) -> ttrpc::Result<Empty> {
+        self.resize_terminal(&request)?;
+        Ok(Empty::default())
+    }
+
+    fn pids(&self, _: &TtrpcContext, request: PidsRequest) -> ttrpc::Result<PidsResponse> {
+        Ok(PidsResponse {
+            processes: self.processes(&request.id)?,
+            ..PidsResponse::default()
+        })
+    }
+
+    fn stats(&self, _: &TtrpcContext, request: StatsRequest) -> ttrpc::Result<StatsResponse> {
+        Ok(StatsResponse {
+            stats: MessageField::some(self.stats_of(&request.id)?),
+            ..StatsResponse::default()
+        })
+    }
+}
+
+/// What the Task API asks of running processes' stdio, processes and cgroup: CloseIO,
+/// ResizePty, Pids, Stats, and the output an exec's Wait waits for.
+impl TaskService {
+    fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), ShimError> {
+        let mut state = self.lock();
+        let container = state.container_mut(id)?;
+        let io = if exec_id.is_empty() {
+            Some(&mut container.io)
+        } else {
+            container.exec_mut(id, exec_id)?.io.as_mut()
+        };
+        if let Some(stdin) = io.and_then(|io| io.stdin.as_mut()) {
+            stdin.close();
+        }
+        Ok(())
+    }
+
+    fn resize_terminal(&self, request: &ResizePtyRequest) -> Result<(), ShimError> {
+        let (id, exec_id) = (&request.id, &request.exec_id);
+        let state = self.lock();
+        let container = state.container(id)?;
+        let (console, whose) = if exec_id.is_empty() {
+            (container.io.console.as_ref(), format!("container {id}"))
+        } else {
+            let exec = container.exec(id, exec_id)?;
+            if exec.terminal && exec.io.is_none() {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "exec {exec_id} of container {id} has not started: its terminal does \
+                     not exist yet"
+                )));
+            }
+            let console = exec.io.as_ref().and_then(|io| io.console.as_ref());
+            (console, format!("exec {exec_id} of container {id}"))
+        };
+        let console = console.ok_or_else(|| {
+            ShimError::FailedPrecondition(format!("{whose} has no terminal to resize"))
+        })?;
+        console.resize(request.width, request.height)
+    }
+
+    /// The processes of container `id` (none once it has stopped): those in its cgroup,
+    /// and its init and running execs whatever the cgroup says; an exec's carries its id
+    /// in containerd's `ProcessDetails`, as containerd's runc shim marks them.
+    fn processes(&self, id: &str) -> Result<Vec<ProcessInfo>, ShimError> {
+        let (init, bundle, execs) = {
+            let state = self.lock();
+            let container = state.container(id)?;
+            if container.exit.is_some() {
+                return Ok(Vec::new());
+            }
+            let execs: HashMap<i32, String> = container
+                .execs
+                .iter()
+                .filter_map(|(exec_id, exec)| match exec.state {
+                    ExecState::Running { pid } => Some((pid, exec_id.clone())),
+                    _ => None,
+                })
+                .collect();
+            (container.pid, container.bundle.clone(), execs)
+        };
+        let mut pids: BTreeSet<i32> = container_cgroup(&bundle, init)
+            .map(|cgroup| cgroup.processes())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        pids.insert(init);
+        pids.extend(execs.keys());
+        pids.into_iter()
+            .map(|pid| {
+                let info = execs
+                    .get(&pid)
+                    .map(|exec_id| {
+                        metrics::pack(&ProcessDetails {
+                            exec_id: exec_id.clone(),
+                            ..ProcessDetails::default()
+                        })
+                    })
+                    .transpose()?;
+                Ok(ProcessInfo {
+                    pid: pid as u32,
+                    info: info.into(),
+                    ..ProcessInfo::default()
+                })
+            })
+            .collect()
+    }
+
+    /// Containerd's cgroup metrics of container `id`, which must not have stopped (its
+    /// cgroup goes with it).
+    fn stats_of(&self, id: &str) -> Result<Any, ShimError> {
+        let (init, bundle) = {
+            let state = self.lock();
+            let container = state.container(id)?;
+            if container.exit.is_some() {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "container {id} has stopped: it has no stats"
+                )));
+            }
+            (container.pid, container.bundle.clone())
+        };
+        let cgroup = container_cgroup(&bundle, init)
+            .ok_or_else(|| ShimError::NotFound(format!("the cgroup of container {id}")))?;
+        metrics::read_packed(&cgroup)
+    }
+
+    /// Waits (bounded) until the output of exec `exec_id`'s terminal has reached its
+    /// file, so that whoever saw it exit can read all of it. Output through pipes goes to
+    /// the files directly and needs no wait.
+    fn drain_exec_output(&self, id: &str, exec_id: &str) {
+        let streams = self
+            .lock()
+            .containers
+            .get(id)
+            .and_then(|container| container.execs.get(exec_id))
+            .and_then(|exec| exec.io.as_ref())
+            .map(|io| io.streams.clone());
+        if let Some(streams) = streams {
+            streams.wait(OUTPUT_DRAIN_TIMEOUT);
+        }
+    }
 }
 
 /// Checks that `exec_id` is an identifier as containerd accepts them (letters and
@@ -919,10 +1081,7 @@ pub fn check_exec_id(exec_id: &str) -> Result<(), ShimError> {
 /// Whether the spec in `bundle` asks for a new PID namespace. Unreadable, it counts as
 /// shared, as containerd counts it: killing leftovers that do not exist costs nothing.
 fn owns_pid_namespace(bundle: &Path) -> bool {
-    let spec = std::fs::read(bundle.join("config.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
-    let Some(spec) = spec else {
+    let Some(spec) = read_spec(bundle) else {
         return false;
     };
     spec["linux"]["namespaces"]
@@ -935,8 +1094,9 @@ fn owns_pid_namespace(bundle: &Path) -> bool {
 }
 
 /// Checks what runc cannot report clearly: that `process` is a JSON object with a
-/// command to run and no terminal (not supported yet). runc checks the rest.
-fn check_process(exec_id: &str, process: &[u8]) -> Result<(), ShimError> {
+/// command to run, and a terminal if and only if the request asks for one. runc checks
+/// the rest.
+fn check_process(exec_id: &str, process: &[u8], terminal: bool) -> Result<(), ShimError> {
     let invalid = |why: &str| ShimError::InvalidArgument(format!("exec {exec_id}: {why}"));
     let process: serde_json::Value = serde_json::from_slice(process)
         .map_err(|err| invalid(&format!("spec is not an OCI process in JSON: {err}")))?;
@@ -946,40 +1106,47 @@ fn check_process(exec_id: &str, process: &[u8]) -> Result<(), ShimError> {
     if !has_command {
         return Err(invalid("spec.args must be a non-empty list of strings"));
     }
-    if process["terminal"] == true {
-        return Err(invalid("terminals are not supported yet"));
+    if (process["terminal"] == true) != terminal {
+        return Err(invalid(&format!(
+            "spec.terminal must be {terminal}, as the request's terminal is"
+        )));
     }
     Ok(())
 }
 
-/// Opens an exec's stdio from the request's `[stdin, stdout, stderr]` (paths or `file://`
-/// URIs, see [`stdio_uri`]): output files are created and appended to (both streams may
-/// name one file), and an empty one is `/dev/null`.
-fn exec_stdio(paths: &[String; 3]) -> Result<ProcessStdio, ShimError> {
-    let open = |uri: &str, output: bool| -> Result<Stdio, ShimError> {
-        let Some(path) = stdio_uri::parse(uri)?.path().map(Path::to_path_buf) else {
-            return Ok(Stdio::from(dev_null()?));
-        };
-        File::options()
-            .read(!output)
-            .append(output)
-            .create(output)
-            .open(path)
-            .map(Stdio::from)
-            .map_err(|source| ShimError::Io {
-                what: if output {
-                    "open the exec's output file"
-                } else {
-                    "open the exec's input file"
-                },
-                source,
-            })
-    };
-    Ok(ProcessStdio {
-        stdin: open(&paths[0], false)?,
-        stdout: open(&paths[1], true)?,
-        stderr: open(&paths[2], true)?,
-    })
+/// Checks that the spec in `bundle` asks for a terminal if and only if the request does,
+/// which the runtime would report less clearly.
+fn check_spec_terminal(id: &str, bundle: &Path, terminal: bool) -> Result<(), ShimError> {
+    let in_spec = read_spec(bundle).is_some_and(|spec| spec["process"]["terminal"] == true);
+    if in_spec != terminal {
+        return Err(ShimError::InvalidArgument(format!(
+            "container {id}: the request's terminal is {terminal} but its spec's \
+             process.terminal is {in_spec}"
+        )));
+    }
+    Ok(())
+}
+
+/// The OCI spec in `bundle`, as JSON; `None` when it cannot be read.
+fn read_spec(bundle: &Path) -> Option<serde_json::Value> {
+    let bytes = std::fs::read(bundle.join("config.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The cgroup of the container in `bundle` whose init is `pid`. An absolute
+/// `linux.cgroupsPath` is the same path under every hierarchy, as runc's cgroupfs driver
+/// places it (crius always writes one); the other forms (none, relative, systemd's
+/// `slice:prefix:name`), which runtimes resolve each their own way, are found where the
+/// init actually is, as containerd's shim finds every container's.
+fn container_cgroup(bundle: &Path, pid: i32) -> Option<Cgroup> {
+    let spec = read_spec(bundle);
+    match spec
+        .as_ref()
+        .and_then(|spec| spec["linux"]["cgroupsPath"].as_str())
+    {
+        Some(path) if path.starts_with('/') => Some(Cgroup::new(path)),
+        _ => Cgroup::of_process(pid),
+    }
 }
 
 /// Sends `signal` to `root` and all its descendants, found through the parent links in
@@ -1062,12 +1229,4 @@ fn timestamp(time: SystemTime) -> Timestamp {
         nanos: since.subsec_nanos() as i32,
         ..Timestamp::default()
     }
-}
-
-fn pipe() -> Result<(File, std::io::PipeWriter), ShimError> {
-    let (reader, writer) = std::io::pipe().map_err(|source| ShimError::Io {
-        what: "create a pipe",
-        source,
-    })?;
-    Ok((File::from(OwnedFd::from(reader)), writer))
 }

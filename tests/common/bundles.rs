@@ -22,7 +22,7 @@ pub fn busybox_bundle(dir: &Path, args: &[&str]) -> PathBuf {
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    for applet in ["sh", "echo", "sleep", "cat"] {
+    for applet in ["sh", "echo", "sleep", "cat", "stty"] {
         std::fs::hard_link(rootfs.join("bin/busybox"), rootfs.join("bin").join(applet)).unwrap();
     }
     for (path, bytes) in &busybox.libraries {
