@@ -61,9 +61,13 @@ pub fn parse(uri: &str) -> Result<StdioTarget, ShimError> {
     }
 }
 
-/// `path` as a `file://` URI.
+/// `path` as a `file://` URI; an empty path stays empty (no file: the shim's default,
+/// as [`parse`] reads it back), since `file://` alone names nothing.
 pub fn file_uri(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
+    if path.as_os_str().is_empty() {
+        return String::new();
+    }
     let mut uri = String::from("file://");
     for &byte in path.as_os_str().as_bytes() {
         if byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte) {
@@ -125,5 +129,7 @@ mod tests {
         let uri = file_uri(path);
         assert_eq!(uri, "file:///var/log/pods/ns_name_uid/c/0%20%25.log");
         assert_eq!(parse(&uri).unwrap(), StdioTarget::File(path.to_path_buf()));
+        // A container without a log path (CRI allows it): no file, not `file://`.
+        assert_eq!(parse(&file_uri(Path::new(""))).unwrap(), StdioTarget::Null);
     }
 }
