@@ -13,7 +13,6 @@ use common::pods::*;
 use common::registry::Registry;
 use common::{images, pull_image, Daemon};
 use crius::cri::api::*;
-use crius::cri::client::CriClient;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,7 +313,7 @@ async fn two_hundred_pod_cycles_leak_nothing() {
         Daemon::start_with_network("", |slot| format!("{}masquerade = true\n", slot.config()));
     let mut client = daemon.client().await;
     // Answered once criusd has set up the network (the socket is bound before that).
-    runtime_status_network(&mut client).await;
+    network_status(&mut client).await;
     let rules = daemon.network().list_masquerade_table();
     assert!(rules.is_some(), "no masquerade table");
     let logs = tempfile::tempdir().unwrap();
@@ -458,7 +457,7 @@ async fn masquerade_lets_pods_reach_beyond_the_node_and_goes_when_turned_off() {
             .trim(),
         "1"
     );
-    let network = runtime_status_network(&mut client).await;
+    let (_, _, network) = network_status(&mut client).await;
     assert_eq!(
         network["masquerade"],
         format!("inet {}", daemon.network().masquerade_table())
@@ -489,7 +488,7 @@ async fn masquerade_lets_pods_reach_beyond_the_node_and_goes_when_turned_off() {
     daemon.spawn();
     let mut client = daemon.client().await;
     assert_eq!(
-        runtime_status_network(&mut client).await["masquerade"],
+        network_status(&mut client).await.2["masquerade"],
         serde_json::Value::Null
     );
     assert_eq!(
@@ -504,15 +503,4 @@ async fn masquerade_lets_pods_reach_beyond_the_node_and_goes_when_turned_off() {
         "{url} unmasqueraded: no answer, so `timeout` ends wget: {stderr}"
     );
     remove_pod(&mut client, &pod).await;
-}
-
-/// The network the runtime's verbose Status describes.
-async fn runtime_status_network(client: &mut CriClient) -> serde_json::Value {
-    let status = client
-        .runtime
-        .status(StatusRequest { verbose: true })
-        .await
-        .unwrap()
-        .into_inner();
-    serde_json::from_str(&status.info["network"]).unwrap()
 }

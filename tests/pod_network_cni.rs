@@ -213,25 +213,6 @@ async fn cni_daemon_with_busybox(
     (daemon, client, image)
 }
 
-/// NetworkReady's status and message, and the verbose network info.
-async fn network_status(client: &mut CriClient) -> (bool, String, Value) {
-    let status = client
-        .runtime
-        .status(StatusRequest { verbose: true })
-        .await
-        .unwrap()
-        .into_inner();
-    let condition = status
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|condition| condition.r#type == "NetworkReady")
-        .expect("a NetworkReady condition");
-    let info = serde_json::from_str(&status.info["network"]).unwrap();
-    (condition.status, condition.message, info)
-}
-
 async fn stop_pod(client: &mut CriClient, pod: &str) {
     client
         .runtime

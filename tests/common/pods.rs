@@ -325,3 +325,22 @@ pub fn pod_ip(status: &PodSandboxStatusResponse) -> Ipv4Addr {
     let ip = &status.status.as_ref().unwrap().network.as_ref().unwrap().ip;
     ip.parse().unwrap_or_else(|_| panic!("pod IP {ip:?}"))
 }
+
+/// NetworkReady's status and message, and the verbose network info.
+pub async fn network_status(client: &mut CriClient) -> (bool, String, serde_json::Value) {
+    let status = client
+        .runtime
+        .status(StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let condition = status
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|condition| condition.r#type == "NetworkReady")
+        .expect("a NetworkReady condition");
+    let info = serde_json::from_str(&status.info["network"]).unwrap();
+    (condition.status, condition.message, info)
+}
