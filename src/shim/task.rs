@@ -96,6 +96,10 @@ struct Container {
     /// Whether its spec gives it a PID namespace of its own, so that its processes end
     /// with its init.
     owns_pid_namespace: bool,
+    /// Whether the runtime's `delete` is removing it. That kills all of its processes,
+    /// so the exit of its init that follows needs no killing of leftovers, which would
+    /// race the delete for its cgroup and state (and write to a bundle being removed).
+    deleting: bool,
     /// Its exec'd processes by exec id.
     execs: HashMap<String, ExecProcess>,
 }
@@ -204,8 +208,8 @@ impl TaskService {
             .iter()
             .find(|(_, container)| container.pid == exit.pid && container.exit.is_none())
             .map(|(id, container)| {
-                let leftovers =
-                    (!container.owns_pid_namespace).then(|| (id.clone(), container.bundle.clone()));
+                let leftovers = (!container.owns_pid_namespace && !container.deleting)
+                    .then(|| (id.clone(), container.bundle.clone()));
                 (leftovers, container.io.streams.clone())
             });
         match ended {
@@ -316,6 +320,7 @@ impl TaskService {
                 log,
                 io,
                 owns_pid_namespace,
+                deleting: false,
                 execs: HashMap::new(),
             },
         );
@@ -422,7 +427,11 @@ impl TaskService {
             }
             (container.bundle.clone(), container.pid)
         };
-        self.runc.delete(&self.reaper, id, &bundle)?;
+        self.set_deleting(id, true);
+        if let Err(err) = self.runc.delete(&self.reaper, id, &bundle) {
+            self.set_deleting(id, false);
+            return Err(err);
+        }
         let container = self.lock().containers.remove(id);
         // Waits on its execs end (NotFound).
         self.exited.notify_all();
@@ -439,6 +448,12 @@ impl TaskService {
             exited_at: exit.map_or(UNIX_EPOCH, |exit| exit.at),
         });
         Ok((pid, exit))
+    }
+
+    fn set_deleting(&self, id: &str, deleting: bool) {
+        if let Some(container) = self.lock().containers.get_mut(id) {
+            container.deleting = deleting;
+        }
     }
 
     fn state_of(&self, id: &str) -> Result<StateResponse, ShimError> {
