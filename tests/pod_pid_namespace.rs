@@ -289,3 +289,62 @@ async fn container_node_and_target_pid_modes() {
     let err = try_run_pod(&mut client, &config).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 }
+
+on_each_handler!(a_shared_pid_namespace_holds_a_dozen_containers_each_seeing_its_own_cgroup);
+
+/// A dozen containers join one POD-mode namespace, where their pids run past any the
+/// host has low down (the embedded runtime once looked such a pid up in the host's
+/// /proc and failed the 8th container), and each container's /sys/fs/cgroup shows its
+/// own cgroup, read-only: its memory limit, its processes. The pod then goes with
+/// containers that never started.
+async fn a_shared_pid_namespace_holds_a_dozen_containers_each_seeing_its_own_cgroup(handler: &str) {
+    let registry = Registry::start();
+    let (_daemon, mut client, image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_with_pid_mode("dozen", logs.path(), NamespaceMode::Pod);
+    let pod = run_pod_on(&mut client, &config, handler).await;
+    let unified = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let (limit_file, procs_file) = if unified {
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/cgroup.procs")
+    } else {
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/pids/cgroup.procs",
+        )
+    };
+    for n in 1..=12u64 {
+        let mut container = container_config(&format!("c{n}"), &image, &["sleep", "3100"]);
+        let limit = (32 + n) << 20;
+        container.linux = Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: limit as i64,
+                ..LinuxContainerResources::default()
+            }),
+            ..LinuxContainerConfig::default()
+        });
+        let id = run_in_pod(&mut client, &pod, &config, container).await;
+        let seen = exec_ok(&mut client, &id, &["cat", limit_file]).await;
+        assert_eq!(seen.trim(), limit.to_string(), "container {n}");
+        // Its own sleep and the exec reading, not the pod's dozen sleeps or the host's.
+        let procs = exec_ok(&mut client, &id, &["cat", procs_file]).await;
+        assert!(
+            (2..=3).contains(&procs.lines().count()),
+            "container {n}: {procs}"
+        );
+        let read_only = exec(&mut client, &id, &["touch", limit_file]).await;
+        assert_ne!(read_only.0, 0, "container {n} wrote its cgroup");
+    }
+    let running = list_containers(&mut client)
+        .await
+        .into_iter()
+        .filter(|c| c.pod_sandbox_id == pod && c.state == ContainerState::ContainerRunning as i32)
+        .count();
+    assert_eq!(running, 12);
+    // Containers created and never started go with the pod: the runtime's delete kills
+    // their inits, and nothing else may then act on what it removes.
+    for n in 13..=16 {
+        let container = container_config(&format!("c{n}"), &image, &["sleep", "3100"]);
+        create(&mut client, &pod, &config, container).await.unwrap();
+    }
+    remove_pod(&mut client, &pod).await;
+}

@@ -1,4 +1,4 @@
-//! `crius-shim oci`: the embedded OCI runtime, which the default runtime handler runs
+//! `crius-oci`: the embedded OCI runtime, which the default runtime handler runs
 //! containers with, so that a node needs no runtime binary besides crius's own.
 //!
 //! It is youki's `libcontainer` behind the subset of runc's command line that
@@ -6,13 +6,16 @@
 //! process whose exit the shim's reaper collects (libcontainer forks and waits for its
 //! own helper processes, which must not happen inside the shim, where the reaper would
 //! take their exits), and which leaves the containers' processes re-parented to the shim.
+//! It is a binary of its own, not a command of `crius-shim`, so that the shims (one per
+//! pod, for the pod's whole life) do not map libcontainer and libseccomp.
 //!
 //! Command line (runc's): the global `--root DIR --log FILE --log-format json`, then
 //! `create --bundle DIR --pid-file FILE [--console-socket SOCKET] ID`, `start ID`,
 //! `exec --detach --process FILE --pid-file FILE [--console-socket SOCKET] ID`,
 //! `kill [--all] ID SIGNAL` and `delete [--force] ID`. A process with a terminal sends
-//! its pty master to the console socket, as runc's do (libcontainer does it). A failure is written to the log file as runc writes it, a JSON
-//! line `{"level":"error","msg":…}`, which is where [`super::runc`] reads it from.
+//! its pty master to the console socket, as runc's do (libcontainer does it). A failure
+//! is written to the log file as runc writes it, a JSON line `{"level":"error","msg":…}`,
+//! which is where [`super::runc`] reads it from.
 //!
 //! Seccomp: libcontainer installs a container's `linux.seccomp` filter with libseccomp,
 //! in the init before it drops capabilities, as runc does, unless the process has
@@ -25,6 +28,11 @@
 //! again right after the filter is in (as runc does in that case, a profile must then
 //! allow `capset` and `prctl`, which every usable profile does). No requested filter is
 //! ever left out: a spec with one fails rather than runs without it.
+//!
+//! Before libcontainer reads a bundle, [`bundle`] rewrites the parts of its spec that
+//! libcontainer would get wrong.
+
+mod bundle;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -85,8 +93,13 @@ pub enum EmbeddedError {
     },
 }
 
-/// `crius-shim oci`: runc's global options and one command.
-#[derive(Debug, clap::Args)]
+/// `crius-oci`: runc's global options and one command.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "crius-oci",
+    version,
+    about = "The OCI runtime of crius's default runtime handler (runc's command line); crius-shim runs it"
+)]
 pub struct OciArgs {
     /// State directory of the containers.
     #[arg(long)]
@@ -163,7 +176,7 @@ pub fn main(args: OciArgs) -> ExitCode {
                     .open(log)
                     .and_then(|mut file| writeln!(file, "{line}"));
             }
-            eprintln!("crius-shim oci: {message}");
+            eprintln!("crius-oci: {message}");
             ExitCode::FAILURE
         }
     }
@@ -221,7 +234,12 @@ fn create(
         path: root.to_path_buf(),
         source,
     })?;
-    normalize_rootfs_propagation(&bundle.join("config.json"))?;
+    let host_v1 = !Path::new(crate::cgroups::CGROUP_ROOT)
+        .join("cgroup.controllers")
+        .exists();
+    bundle::adapt(&bundle.join("config.json"), host_v1, || {
+        std::fs::read_to_string(bundle::MOUNT_TABLE)
+    })?;
     ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_console_socket(console_socket)
         .validate_id()
@@ -236,45 +254,6 @@ fn create(
         })
         .map(drop)
         .map_err(failed(id, "create it"))
-}
-
-/// Rewrites the bundle's `linux.rootfsPropagation` from runc's recursive spellings
-/// (`rshared`, `rslave`, `rprivate`, `runbindable`, which containerd and crius write for
-/// bidirectional and host-to-container volumes) to the OCI spec's own (`shared`, …):
-/// libcontainer 0.7 knows only those, and always applies them recursively, so both mean
-/// the same to it, while it refuses the others ("failed to prepare rootfs").
-fn normalize_rootfs_propagation(config: &Path) -> Result<(), EmbeddedError> {
-    let spec_error = |reason: String| EmbeddedError::Spec {
-        what: "runtime spec",
-        path: config.to_path_buf(),
-        reason,
-    };
-    let io_error = |what: &'static str| {
-        move |source| EmbeddedError::Io {
-            what,
-            path: config.to_path_buf(),
-            source,
-        }
-    };
-    let json = std::fs::read(config).map_err(io_error("read"))?;
-    let mut spec: serde_json::Value =
-        serde_json::from_slice(&json).map_err(|err| spec_error(err.to_string()))?;
-    let Some(propagation) = spec
-        .pointer_mut("/linux/rootfsPropagation")
-        .and_then(|value| value.as_str().map(str::to_string))
-    else {
-        return Ok(());
-    };
-    let normal = match propagation.as_str() {
-        "rshared" | "rslave" | "rprivate" | "runbindable" => &propagation[1..],
-        _ => return Ok(()),
-    };
-    spec["linux"]["rootfsPropagation"] = normal.into();
-    let json = serde_json::to_vec(&spec).map_err(|err| spec_error(err.to_string()))?;
-    // Replaced whole: the shim reads the same file.
-    let staged = config.with_extension("json.tmp");
-    std::fs::write(&staged, json).map_err(io_error("write"))?;
-    std::fs::rename(&staged, config).map_err(io_error("replace"))
 }
 
 /// Runs `process_file` in container `id`, with the container's seccomp filter (see the
