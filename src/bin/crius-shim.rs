@@ -5,42 +5,21 @@
 //! `crius::shim::command_line`): `crius-shim -namespace NS -address ADDR -publish-binary
 //! BIN -id ID [pod options] start` forks the shim, waits until it serves, prints its
 //! socket address and exits (the shim v2 start protocol); `… -id ID delete` cleans up a
-//! container of a dead shim. `crius-shim oci …` (hidden) is the embedded OCI runtime,
-//! which a shim runs the way it would run runc.
+//! container of a dead shim.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
 use crius::shim::command_line::{ShimAction, ShimArgs, USAGE};
 use crius::shim::daemon::{self, default_socket, group_of, PodNamespaces, ShimOptions};
-use crius::shim::embedded::{self, OciArgs};
-use crius::shim::runc::EMBEDDED_SUBCOMMAND;
 use crius::shim::ShimError;
 
 /// The environment variable containerd names its ttrpc address in, where shims publish
 /// events.
 const TTRPC_ADDRESS_ENV: &str = "TTRPC_ADDRESS";
 
-/// `crius-shim oci …`: the embedded runtime's command line (clap, runc's syntax).
-#[derive(Parser)]
-#[command(
-    name = "crius-shim",
-    version,
-    about = "Per-pod container supervisor of crius"
-)]
-enum Embedded {
-    /// The embedded OCI runtime, with runc's command line (run by the shim itself).
-    #[command(name = EMBEDDED_SUBCOMMAND, hide = true)]
-    Oci(OciArgs),
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(EMBEDDED_SUBCOMMAND) {
-        let Embedded::Oci(oci) = Embedded::parse();
-        return embedded::main(oci);
-    }
     if args
         .iter()
         .any(|arg| matches!(arg.as_str(), "-h" | "-help" | "--help"))

@@ -198,13 +198,7 @@ fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), Sh
     let events = EventPublisher::start(options.events.as_deref(), &options.namespace)?;
     let manager_log = open_manager_log(&options.dir);
     let (shutdown_sender, shutdown) = mpsc::channel();
-    // The shim's own executable, also after an upgrade replaced the file: the embedded
-    // runtime stays the version of the shim that runs the pod.
-    let runc = Runc::new(
-        &options.runtime,
-        Path::new("/proc/self/exe"),
-        &options.dir.join("runc"),
-    );
+    let runc = Runc::new(&options.runtime, &options.dir.join("runc"));
     let service = TaskService::new(
         runc,
         reaper.clone(),
@@ -317,8 +311,7 @@ pub fn delete(
     use containerd_shim_protos::protobuf::{Message, MessageField};
     let root = dir.join("runc");
     if root.join(id).exists() {
-        let output = runtime
-            .command(Path::new("/proc/self/exe"))
+        let output = std::process::Command::new(runtime.program())
             .arg("--root")
             .arg(&root)
             .args(["delete", "--force", id])

@@ -2,9 +2,9 @@
 //! the host's shared `/run/runc`), errors taken from runc's own log file.
 //!
 //! The runtime behind the command line is a runtime handler's [`OciRuntime`]: an OCI
-//! runtime binary, or the one built into `crius-shim` (`crius-shim oci`, see
-//! [`super::embedded`]), which speaks the same subset of runc's command line so that
-//! both run as child processes whose exits the shim's reaper collects.
+//! runtime binary, or crius's own (`crius-oci`, see [`super::embedded`]), which speaks
+//! the same subset of runc's command line so that both run as child processes whose
+//! exits the shim's reaper collects.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -19,31 +19,33 @@ use super::ShimError;
 /// How [`OciRuntime::Embedded`] is written in the config and on the shim's command line.
 pub const EMBEDDED_NAME: &str = "embedded";
 
-/// The `crius-shim` subcommand that is the embedded runtime.
-pub const EMBEDDED_SUBCOMMAND: &str = "oci";
+/// The binary of [`OciRuntime::Embedded`], installed beside `crius-shim`. It is not
+/// part of the shim so that the shim, one per pod, does not map libcontainer and
+/// libseccomp for its whole life.
+pub const EMBEDDED_BINARY: &str = "crius-oci";
 
 /// The OCI runtime of a runtime handler. Written as a path: `"embedded"` is the built-in
 /// one, anything else a binary (a path, or a name looked up in PATH).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "PathBuf", into = "PathBuf")]
 pub enum OciRuntime {
-    /// Built into `crius-shim` (libcontainer): nothing to install.
+    /// crius's own (`crius-oci`, libcontainer): nothing to install besides crius.
     Embedded,
     /// A binary with runc's command line (runc, crun, youki).
     Binary(PathBuf),
 }
 
 impl OciRuntime {
-    /// A command that runs this runtime; `shim` is the `crius-shim` binary that embeds
-    /// one.
-    pub fn command(&self, shim: &Path) -> Command {
+    /// The program that runs this runtime: the binary, or for the embedded runtime
+    /// `crius-oci` beside the running executable (looked up in PATH when that cannot
+    /// be found out).
+    pub fn program(&self) -> PathBuf {
         match self {
-            OciRuntime::Embedded => {
-                let mut command = Command::new(shim);
-                command.arg(EMBEDDED_SUBCOMMAND);
-                command
-            }
-            OciRuntime::Binary(binary) => Command::new(binary),
+            OciRuntime::Embedded => std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|dir| dir.join(EMBEDDED_BINARY)))
+                .unwrap_or_else(|| PathBuf::from(EMBEDDED_BINARY)),
+            OciRuntime::Binary(binary) => binary.clone(),
         }
     }
 }
@@ -69,9 +71,8 @@ impl From<OciRuntime> for PathBuf {
 
 /// An OCI runtime with the runc command line, run for one shim's containers.
 pub struct Runc {
-    runtime: OciRuntime,
-    /// The binary that embeds [`OciRuntime::Embedded`]: the shim's own.
-    shim: PathBuf,
+    /// The runtime's program ([`OciRuntime::program`]), found once when the shim starts.
+    program: PathBuf,
     /// runc's state directory for this shim's containers.
     root: PathBuf,
 }
@@ -89,10 +90,9 @@ pub struct ProcessStdio {
 }
 
 impl Runc {
-    pub fn new(runtime: &OciRuntime, shim: &Path, root: &Path) -> Runc {
+    pub fn new(runtime: &OciRuntime, root: &Path) -> Runc {
         Runc {
-            runtime: runtime.clone(),
-            shim: shim.to_path_buf(),
+            program: runtime.program(),
             root: root.to_path_buf(),
         }
     }
@@ -203,7 +203,7 @@ impl Runc {
     }
 
     fn command(&self, bundle: &Path, id: &str) -> Command {
-        let mut command = self.runtime.command(&self.shim);
+        let mut command = Command::new(&self.program);
         command
             .arg("--root")
             .arg(&self.root)
