@@ -73,9 +73,8 @@ impl Default for Config {
             log_level: LogLevel::Info,
             log_format: LogFormat::Text,
             cgroup_driver: CgroupDriver::Cgroupfs,
-            // runc stays the default until the embedded runtime passes everything runc
-            // does (see deploy/crius.toml); pods choose it with the "embedded" handler.
-            oci_runtime: OciRuntime::Binary(PathBuf::from("runc")),
+            // crius's own: a node needs no runtime binary.
+            oci_runtime: OciRuntime::Embedded,
             runtimes: BTreeMap::from([
                 (
                     "embedded".to_string(),
@@ -548,7 +547,7 @@ mod tests {
         assert_eq!(handlers, ["", "crius", "crun"]);
 
         let defaults = Config::default();
-        assert_eq!(defaults.runtime(""), Some(&binary("runc")));
+        assert_eq!(defaults.runtime(""), Some(&OciRuntime::Embedded));
         assert_eq!(defaults.runtime("embedded"), Some(&OciRuntime::Embedded));
         assert_eq!(defaults.runtime("runc"), Some(&binary("runc")));
     }
