@@ -79,7 +79,7 @@ for bridge in "$BRIDGE" "$CRIUS_BRIDGE"; do
 done
 
 echo "== building (release)"
-cargo build --release --locked --bin criusd --bin crius-shim --bin crius-bench
+cargo build --release --locked --bin criusd --bin crius-shim --bin crius-oci --bin crius-bench
 BIN=$REPO/target/release
 
 WORK=$(mktemp -d "${BENCH_TMP:-/var/tmp}/crius-bench.XXXXXX")

@@ -1,5 +1,5 @@
 //! crius-shim driven through the shim manager, running real containers through runc's
-//! command line, each test once with the embedded runtime (`crius-shim oci`) and once
+//! command line, each test once with the embedded runtime (`crius-oci`) and once
 //! with Debian's runc: the shim v2 Task lifecycle, exit codes, CRI-format logs,
 //! reconnecting after the client goes away, and a shim that leaves nothing behind when it
 //! shuts down; ExecSync's exec'd processes: exit codes, raw output and its cap, and a
@@ -58,6 +58,7 @@ on_each_runtime!(
     stdin_from_a_fifo_reaches_the_container_until_close_io,
     pids_list_the_init_and_execs_by_exec_id,
     stats_are_containerds_cgroup_metrics,
+    commands_on_one_container_at_the_same_time_all_succeed,
 );
 
 fn shim_manager(dir: &Path) -> ShimManager {
@@ -934,6 +935,42 @@ fn pids_list_the_init_and_execs_by_exec_id(runtime: OciRuntime) {
         shim.close_stdin(container, "no-such-exec"),
         Err(ShimError::NotFound(_))
     ));
+    pod.finish();
+}
+
+/// Kills, execs and state reads on one container from several threads at once, as a
+/// kubelet's probes, a stop and the shim's own leftover kills come: none may see the
+/// runtime's state half-written (the embedded runtime saves it in place, so its commands
+/// on one container take turns).
+fn commands_on_one_container_at_the_same_time_all_succeed(runtime: OciRuntime) {
+    let pod = SleepingPod::start("concurrent", &runtime);
+    let (shim, container) = (&pod.shim, pod.container.as_str());
+    let sigcont = 18;
+    std::thread::scope(|scope| {
+        for thread in 0..4 {
+            let pod = &pod;
+            scope.spawn(move || {
+                for round in 0..8 {
+                    // Not `--all`: runc freezes the cgroup for it, and an exec
+                    // meanwhile fails ("cannot exec in a paused container").
+                    shim.kill(container, sigcont, false)
+                        .unwrap_or_else(|err| panic!("thread {thread} kill {round}: {err}"));
+                    let exec_id = format!("true-{thread}-{round}");
+                    let output = shim
+                        .exec_sync(
+                            container,
+                            &exec_id,
+                            &pod.process(&["echo"]),
+                            Some(Duration::from_secs(20)),
+                            1024,
+                        )
+                        .unwrap_or_else(|err| panic!("thread {thread} exec {round}: {err}"));
+                    assert_eq!(output.exit_code, 0, "thread {thread} exec {round}");
+                }
+            });
+        }
+    });
+    assert_eq!(shim.state(container).unwrap().status, TaskStatus::Running);
     pod.finish();
 }
 

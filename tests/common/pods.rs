@@ -77,7 +77,7 @@ pub fn privileged(mut config: ContainerConfig) -> ContainerConfig {
 
 /// Defines, for each test body `name` (an async function taking a runtime handler's
 /// name), a module `name` with one test per handler of the default config: `embedded`
-/// (the runtime built into crius-shim) and `runc` (Debian's runc).
+/// (crius-oci, the default) and `runc` (Debian's runc).
 #[macro_export]
 macro_rules! on_each_handler {
     ($($name:ident),* $(,)?) => {$(

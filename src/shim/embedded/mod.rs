@@ -51,9 +51,6 @@ use libcontainer::workload::{
 };
 use nix::fcntl::{Flock, FlockArg};
 
-/// The lock execs in one container take turns with, in its state directory.
-const EXEC_LOCK: &str = "exec.lock";
-
 /// How libcontainer 0.7 names an exec's notify socket (`tenant-notify-<random>.sock`).
 const TENANT_NOTIFY_PREFIX: &str = "tenant-notify-";
 
@@ -77,6 +74,8 @@ pub enum EmbeddedError {
     NotRunning(String),
     #[error("container {0} does not exist")]
     NotFound(String),
+    #[error("invalid container id {0:?}: it must be a file name")]
+    InvalidId(String),
     #[error("no signal {0:?}")]
     Signal(String),
     #[error("cannot {what} {}: {source}", .path.display())]
@@ -183,6 +182,16 @@ pub fn main(args: OciArgs) -> ExitCode {
 }
 
 fn run(root: &Path, command: OciCommand) -> Result<(), EmbeddedError> {
+    let lock = ContainerLock::take(root, command.id())?;
+    let deleting = matches!(command, OciCommand::Delete { .. });
+    let ran = run_locked(root, command);
+    if deleting && ran.is_ok() {
+        lock.remove();
+    }
+    ran
+}
+
+fn run_locked(root: &Path, command: OciCommand) -> Result<(), EmbeddedError> {
     match command {
         OciCommand::Create {
             bundle,
@@ -229,11 +238,6 @@ fn create(
     console_socket: Option<PathBuf>,
     id: &str,
 ) -> Result<(), EmbeddedError> {
-    std::fs::create_dir_all(root).map_err(|source| EmbeddedError::Io {
-        what: "create the state directory",
-        path: root.to_path_buf(),
-        source,
-    })?;
     let host_v1 = !Path::new(crate::cgroups::CGROUP_ROOT)
         .join("cgroup.controllers")
         .exists();
@@ -262,9 +266,9 @@ fn create(
 /// libcontainer leaves each exec's notify socket (`tenant-notify-<random>.sock`), and
 /// for one with a terminal a link to its console socket (`tenant-tty-<random>.sock`), in
 /// the container's state directory; a container probed by exec every few seconds would
-/// collect them by the hundred thousand. Execs in one container therefore take turns
-/// (a lock in its state directory), and each removes those left once its process runs,
-/// when no other exec can be using one.
+/// collect them by the hundred thousand. Commands on one container take turns
+/// ([`ContainerLock`]), so each exec removes those left once its process runs, when no
+/// other exec can be using one.
 fn exec(
     root: &Path,
     process_file: &Path,
@@ -273,27 +277,12 @@ fn exec(
     id: &str,
 ) -> Result<(), EmbeddedError> {
     let container = load(root, id)?;
-    let state = root.join(id);
-    let lock = lock_execs(&state)?;
-    let ran = exec_locked(root, &container, process_file, pid_file, console_socket, id);
-    remove_exec_sockets(&state);
-    drop(lock);
+    let ran = exec_in(root, &container, process_file, pid_file, console_socket, id);
+    remove_exec_sockets(&root.join(id));
     ran
 }
 
-/// Takes the exec lock of the container whose state directory is `state`.
-fn lock_execs(state: &Path) -> Result<Flock<std::fs::File>, EmbeddedError> {
-    let path = state.join(EXEC_LOCK);
-    let failed = |source| EmbeddedError::Io {
-        what: "lock",
-        path: path.clone(),
-        source,
-    };
-    let file = std::fs::File::create(&path).map_err(failed)?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| failed(errno.into()))
-}
-
-fn exec_locked(
+fn exec_in(
     root: &Path,
     container: &Container,
     process_file: &Path,
@@ -455,6 +444,62 @@ impl Executor for ExecSeccomp {
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         get_executor().validate(spec)
+    }
+}
+
+/// The lock that the commands on one container take turns with, `<root>/<id>.lock`
+/// beside its state directory. libcontainer saves a container's `state.json` in place
+/// (truncate, then write) where runc replaces it whole, so a command that loads it while
+/// another saves it (a kill while the shim kills an exited init's leftovers) read an
+/// empty file ("EOF while parsing"), and execs share the state directory's sockets.
+struct ContainerLock {
+    path: PathBuf,
+    _flock: Flock<std::fs::File>,
+}
+
+impl ContainerLock {
+    /// Waits for and takes the lock of container `id`, creating `root` if needed.
+    fn take(root: &Path, id: &str) -> Result<ContainerLock, EmbeddedError> {
+        // An id that is not a plain name is refused by libcontainer; its lock must not
+        // land anywhere else first.
+        let name = Path::new(id)
+            .file_name()
+            .filter(|name| *name == std::ffi::OsStr::new(id))
+            .ok_or_else(|| EmbeddedError::InvalidId(id.to_string()))?;
+        let mut file_name = name.to_os_string();
+        file_name.push(".lock");
+        let path = root.join(file_name);
+        let failed = |what: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| EmbeddedError::Io { what, path, source }
+        };
+        std::fs::create_dir_all(root).map_err(failed("create the state directory", root))?;
+        let file = std::fs::File::create(&path).map_err(failed("create the lock", &path))?;
+        let flock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| failed("lock", &path)(errno.into()))?;
+        Ok(ContainerLock {
+            path,
+            _flock: flock,
+        })
+    }
+
+    /// Removes the lock of a deleted container. A command already waiting on it then
+    /// finds no container, as it would have after the delete.
+    fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl OciCommand {
+    /// The container the command is about.
+    fn id(&self) -> &str {
+        match self {
+            OciCommand::Create { id, .. }
+            | OciCommand::Start { id }
+            | OciCommand::Exec { id, .. }
+            | OciCommand::Kill { id, .. }
+            | OciCommand::Delete { id, .. } => id,
+        }
     }
 }
 
