@@ -7,6 +7,7 @@
 //! names the file and the key.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,7 @@ pub struct Config {
     pub runtimes: BTreeMap<String, HandlerConfig>,
     pub image: ImageConfig,
     pub network: NetworkConfig,
+    pub streaming: StreamingConfig,
     /// Per-registry settings keyed by registry host (`docker.io`, `127.0.0.1:5000`).
     pub registries: BTreeMap<String, RegistryConfig>,
 }
@@ -91,6 +93,7 @@ impl Default for Config {
             ]),
             image: ImageConfig::default(),
             network: NetworkConfig::default(),
+            streaming: StreamingConfig::default(),
             registries: BTreeMap::new(),
         }
     }
@@ -156,6 +159,25 @@ impl Default for ImageConfig {
         ImageConfig {
             max_concurrent_downloads: 3,
             pull_progress_timeout_secs: 60,
+        }
+    }
+}
+
+/// The streaming server, which carries Exec, Attach and PortForward sessions: their
+/// RPCs answer with a URL on it, which kubelet (or crictl) then connects to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// The TCP address it listens on; port 0 picks a free one. Loopback by default:
+    /// kubelet, on the same node, is the one to connect (it proxies the API server's
+    /// sessions), and the sessions are not authenticated beyond their one-time URLs.
+    pub address: SocketAddr,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }

@@ -21,6 +21,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use crate::cri::service::CriService;
 use crate::cri::Cri;
+use crate::streaming::StreamingServer;
 
 /// Name of the lock file inside `root`; it holds the pid of the criusd that owns the root.
 pub const LOCK_FILE: &str = "criusd.lock";
@@ -61,6 +62,8 @@ pub enum DaemonError {
         path: PathBuf,
         source: tonic::transport::Error,
     },
+    #[error(transparent)]
+    Streaming(#[from] crate::streaming::StreamingError),
 }
 
 /// Runs criusd with `config` until `shutdown` resolves.
@@ -80,7 +83,9 @@ pub async fn run(
         version = env!("CARGO_PKG_VERSION"),
         "criusd serving the CRI"
     );
-    let cri = Arc::new(Cri::open(config).await?);
+    let streaming = StreamingServer::bind(config.streaming.address).await?;
+    let cri = Arc::new(Cri::open(config, streaming.requests()).await?);
+    let sessions = tokio::spawn(streaming.serve(cri.clone()));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
     let server = serve(listener, cri.clone(), async move {
         shutdown.await;
@@ -105,6 +110,7 @@ pub async fn run(
     if let Err(err) = std::fs::remove_file(&socket) {
         tracing::warn!(socket = %socket.display(), "cannot remove socket: {err}");
     }
+    sessions.abort();
     cri.stop();
     served.map_err(|source| DaemonError::Serve {
         path: socket,

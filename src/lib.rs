@@ -15,10 +15,12 @@
 //! - [`network`]: pod network namespaces, the built-in bridge or CNI plugins, host ports.
 //! - [`runtime`]: pure: (sandbox, container config, image config) → OCI runtime spec.
 //! - [`shim`]: `crius-shim` (shim v2 Task service over ttrpc) and criusd's shim manager.
+//! - [`streaming`]: the HTTP/SPDY server that carries Exec and PortForward sessions,
+//!   and its client.
 //! - [`logging`]: the `tracing` subscriber (text or JSON).
 //!
 //! Dependency rule: `bin → {cli, daemon} → cri → {store, image, snapshot, shim, network,
-//! cgroups, runtime}`. Nothing below `cri` imports the generated CRI types, and `image`,
+//! cgroups, runtime, streaming}`. Nothing below `cri` imports the generated CRI types, and `image`,
 //! `network` and `cgroups` never import `cri`.
 
 pub mod cgroups;
@@ -33,3 +35,4 @@ pub mod runtime;
 pub mod shim;
 pub mod snapshot;
 pub mod store;
+pub mod streaming;

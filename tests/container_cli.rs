@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -46,16 +47,37 @@ impl Cli<'_> {
     }
 
     fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
-        let output = Command::new(CRIUS)
+        self.execute(args, env, None)
+    }
+
+    /// Runs a verb with `input` on its stdin.
+    fn run_with_input(&self, args: &[&str], input: &str) -> Ran {
+        self.execute(args, &[], Some(input))
+    }
+
+    fn execute(&self, args: &[&str], env: &[(&str, &str)], input: Option<&str>) -> Ran {
+        let mut child = Command::new(CRIUS)
             .arg("--address")
             .arg(self.daemon.address())
             .args(args)
             .env_remove("CRIUS_ADDRESS")
             .env("CRIUS_LOG_DIR", &self.log_dir)
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .output()
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run crius");
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin
+                .write_all(input.as_bytes())
+                .expect("write crius's stdin");
+        }
+        let output = child.wait_with_output().expect("wait for crius");
         Ran {
             code: output.status.code().expect("crius exited by a signal"),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -196,6 +218,21 @@ fn a_detached_container_through_ps_logs_exec_stop_start_and_rm() {
     assert_eq!(
         cli.ok(&["exec", &id[..8], "echo", "-n", "by-prefix"]),
         "by-prefix"
+    );
+    // -i: this stdin to its end; -t: a terminal (none here to put in raw mode).
+    let typed = cli.run_with_input(&["exec", "-i", "web", "tr", "a-z", "A-Z"], "typed\n");
+    assert_eq!(
+        (typed.code, typed.stdout.as_str()),
+        (0, "TYPED\n"),
+        "{}",
+        typed.stderr
+    );
+    let on_tty = cli.run(&["exec", "-t", "web", "sh", "-c", "[ -t 1 ] && echo tty"]);
+    assert_eq!(
+        (on_tty.code, on_tty.stdout.trim()),
+        (0, "tty"),
+        "{}",
+        on_tty.stderr
     );
 
     // Running: rm refuses without -f.

@@ -155,8 +155,15 @@ enum Command {
         tail: Option<usize>,
         container: String,
     },
-    /// Run a command in a running container and exit with its exit code.
+    /// Run a command in a running container, its output streamed as it comes, and exit
+    /// with its exit code.
     Exec {
+        /// Pass this terminal's stdin on to the command.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Run the command with a terminal (raw mode here when stdin is one).
+        #[arg(short, long)]
+        tty: bool,
         container: String,
         #[arg(
             required = true,
@@ -287,11 +294,14 @@ fn main() -> ExitCode {
             } => crius::cli::logs(&address, &container, follow, tail)
                 .await
                 .map(printed),
-            Command::Exec { container, command } => {
-                crius::cli::exec(&address, &container, &command)
-                    .await
-                    .map(exited)
-            }
+            Command::Exec {
+                interactive,
+                tty,
+                container,
+                command,
+            } => crius::cli::exec(&address, &container, &command, interactive, tty)
+                .await
+                .map(exited),
             Command::Stop {
                 timeout,
                 containers,
@@ -309,6 +319,9 @@ fn main() -> ExitCode {
             } => crius::cli::prune(&address).await.map(printed),
         }
     });
+    // Not waiting for blocking reads: `exec -i` may leave one on stdin, which would
+    // otherwise hold the exit until the user pressed enter.
+    runtime.shutdown_background();
     match finished {
         Ok((text, status)) => {
             print!("{text}");

@@ -8,7 +8,6 @@
 //! it; pods made by kubelet or crictl are never touched.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,14 +16,15 @@ use serde_json::{json, Map, Value};
 use super::ports::{pod_network, PortsByPod};
 use super::resolve::{self, container_name, short_id};
 use super::run::{self, LOG_DIRECTORY_ANNOTATION, MANAGED_LABEL};
-use super::{images, rpc_error, table, CliError};
+use super::{images, rpc_error, table, terminal, CliError};
 use crate::cri::api::{
     Container, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatus,
-    ContainerStatusRequest, ExecSyncRequest, ListContainersRequest, ListPodSandboxRequest,
+    ContainerStatusRequest, ExecRequest, ListContainersRequest, ListPodSandboxRequest,
     PodSandboxFilter, PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest,
     RemoveContainerRequest, RemovePodSandboxRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use crate::cri::client::CriClient;
+use crate::streaming::client::ExecIo;
 
 /// Width of the COMMAND column, as Docker cuts it.
 const COMMAND_WIDTH: usize = 20;
@@ -429,34 +429,42 @@ pub(super) async fn remove_pod_if_unused(
     Ok(())
 }
 
-/// `crius exec CONTAINER CMD…`: runs the command to completion (ExecSync), prints its
-/// output and returns its exit code.
-pub async fn exec(address: &str, key: &str, command: &[String]) -> Result<i32, CliError> {
+/// `crius exec [-i] [-t] CONTAINER CMD…`: runs the command through an Exec session, its
+/// stdout and stderr passed on as they come, this process's stdin with `interactive`,
+/// with a terminal with `tty` (this terminal in raw mode meanwhile, its size passed on
+/// as it changes); returns the command's exit code.
+pub async fn exec(
+    address: &str,
+    key: &str,
+    command: &[String],
+    interactive: bool,
+    tty: bool,
+) -> Result<i32, CliError> {
     let mut client = CriClient::connect(address).await?;
     let container = resolve::container(&mut client, key).await?;
-    let output = client
+    let url = client
         .runtime
-        .exec_sync(ExecSyncRequest {
+        .exec(ExecRequest {
             container_id: container.id,
             cmd: command.to_vec(),
-            // No deadline: the command runs as long as it needs, as `docker exec` lets it.
-            timeout: 0,
+            tty,
+            stdin: interactive,
+            stdout: true,
+            stderr: !tty,
         })
         .await
-        .map_err(rpc_error("ExecSync"))?
-        .into_inner();
-    let output_error = |source| CliError::File {
-        path: "output".to_string(),
-        source,
+        .map_err(rpc_error("Exec"))?
+        .into_inner()
+        .url;
+    let _raw = tty.then(terminal::RawMode::enter).flatten();
+    let io = ExecIo {
+        stdin: interactive.then(|| Box::new(tokio::io::stdin()) as _),
+        stdout: Some(Box::new(tokio::io::stdout())),
+        stderr: (!tty).then(|| Box::new(tokio::io::stderr()) as _),
+        tty,
+        resizes: tty.then(terminal::window_sizes).flatten(),
     };
-    std::io::stdout()
-        .write_all(&output.stdout)
-        .and_then(|()| std::io::stdout().flush())
-        .map_err(output_error)?;
-    std::io::stderr()
-        .write_all(&output.stderr)
-        .map_err(output_error)?;
-    Ok(output.exit_code)
+    Ok(crate::streaming::client::exec(&url, io).await?)
 }
 
 /// `crius inspect NAME`: the container, else the pod, else the image that `key` names, as

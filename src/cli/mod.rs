@@ -9,6 +9,7 @@
 //! - `logs`: `crius logs`, and the log following of a foreground `crius run`.
 //! - `ports`: `crius run -p`, `crius port`, and the PORTS column of `crius ps`.
 //! - `resolve`: which container or pod a user's id prefix or name means.
+//! - `terminal`: raw mode and window sizes for `crius exec -t`.
 
 mod containers;
 mod images;
@@ -17,6 +18,7 @@ mod ports;
 mod resolve;
 mod run;
 mod runtime_info;
+mod terminal;
 
 pub use containers::{exec, inspect, pods, prune, ps, rm, start, stop};
 pub use images::{images, load, pull, rmi, save};
@@ -37,6 +39,8 @@ use crate::cri::client::ClientError;
 pub enum CliError {
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Streaming(#[from] crate::streaming::client::ClientError),
     #[error("{rpc} failed: {}: {}", .status.code(), .status.message())]
     Rpc {
         rpc: &'static str,

@@ -28,7 +28,7 @@ impl Cri {
                 container.id
             )));
         }
-        let process = exec_process(&self.bundle_dir(&container.id), &request.cmd)?;
+        let process = exec_process(&self.bundle_dir(&container.id), &request.cmd, false)?;
         let timeout = (request.timeout > 0).then(|| Duration::from_secs(request.timeout as u64));
         let shim = self.shims.get(&container.sandbox_id)?;
         let (container_id, exec_id) = (container.id.clone(), new_id()?[..32].to_string());
@@ -51,8 +51,12 @@ impl Cri {
 }
 
 /// The container's own process settings (user, environment, capabilities, working
-/// directory) with `cmd` as its arguments, as runc exec reads them.
-fn exec_process(bundle: &std::path::Path, cmd: &[String]) -> Result<Vec<u8>, CriError> {
+/// directory) with `cmd` as its arguments and a terminal or not, as runc exec reads them.
+pub(super) fn exec_process(
+    bundle: &std::path::Path,
+    cmd: &[String],
+    terminal: bool,
+) -> Result<Vec<u8>, CriError> {
     let path = bundle.join("config.json");
     let bytes = std::fs::read(&path).map_err(|err| io_error("read", &path, err))?;
     let spec: serde_json::Value =
@@ -62,7 +66,7 @@ fn exec_process(bundle: &std::path::Path, cmd: &[String]) -> Result<Vec<u8>, Cri
         })?;
     let mut process = spec["process"].clone();
     process["args"] = serde_json::json!(cmd);
-    process["terminal"] = serde_json::Value::Bool(false);
+    process["terminal"] = serde_json::Value::Bool(terminal);
     serde_json::to_vec(&process).map_err(|err| CriError::Internal {
         what: "writing the exec process",
         reason: err.to_string(),

@@ -17,6 +17,7 @@ mod container_start;
 mod container_stats;
 mod container_status;
 mod container_stop;
+mod container_stream;
 pub mod crius_api;
 mod error;
 mod image_archive;
@@ -43,6 +44,7 @@ use crate::network::PodNetwork;
 use crate::runtime::HostContext;
 use crate::shim::manager::ShimManager;
 use crate::store::{ContainerRecord, RecordStore, SandboxRecord};
+use crate::streaming::PendingRequests;
 use pod_shims::PodShims;
 
 pub use error::CriError;
@@ -70,6 +72,8 @@ pub struct Cri {
     /// Held while a pod or container name is checked and claimed, so that two requests
     /// for the same name cannot both succeed.
     names: tokio::sync::Mutex<()>,
+    /// The streaming server's pending sessions, which Exec and PortForward add to.
+    streaming: Arc<PendingRequests>,
 }
 
 /// The image an image RPC names (`image.image`), which must not be empty; recorded as
@@ -88,7 +92,8 @@ impl Cri {
     /// reconnects to the shims that outlived the previous criusd and picks up their
     /// containers' exits. Starts receiving the shims' task events, recording container
     /// exits from them as they come.
-    pub async fn open(config: Config) -> Result<Cri, CriError> {
+    /// Exec and PortForward sessions are left in `streaming` for the streaming server.
+    pub async fn open(config: Config, streaming: Arc<PendingRequests>) -> Result<Cri, CriError> {
         let images = ImageManager::open(&config).await?;
         let shim_binary = std::env::current_exe()
             .ok()
@@ -130,6 +135,7 @@ impl Cri {
             shims: PodShims::new(shims),
             host,
             names: tokio::sync::Mutex::new(()),
+            streaming,
             config,
             images,
             pod_cidr: Mutex::new(String::new()),

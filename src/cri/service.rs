@@ -222,6 +222,14 @@ cri_service_impl! {
             rpc("ExecSync", self.cri.exec_sync(request.get_ref())).await
         }
 
+        async fn exec(&self, request: Request<ExecRequest>) -> RpcResult<ExecResponse> {
+            rpc("Exec", async { self.cri.exec(request.get_ref()) }).await
+        }
+
+        async fn port_forward(&self, request: Request<PortForwardRequest>) -> RpcResult<PortForwardResponse> {
+            rpc("PortForward", async { self.cri.port_forward(request.get_ref()) }).await
+        }
+
         async fn container_stats(&self, request: Request<ContainerStatsRequest>) -> RpcResult<ContainerStatsResponse> {
             rpc("ContainerStats", async { self.cri.container_stats(request.get_ref()) }).await
         }
@@ -239,9 +247,7 @@ cri_service_impl! {
     }
     unimplemented {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
-        exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
         list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";

@@ -26,9 +26,10 @@ mod netns;
 mod port_proxy;
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 pub use ipam::Subnet;
 pub use loopback::bring_up_loopback;
@@ -41,6 +42,19 @@ pub use cni_config::CniConfigError;
 use ipam::Ipam;
 use masquerade::Masquerade;
 use port_proxy::PortProxies;
+
+/// How long connecting to a pod's port may take.
+pub const POD_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A TCP connection to `port` on this thread's loopback, IPv4 first (as `localhost`
+/// resolves), for port forwarding.
+pub fn connect_to_loopback(port: u16) -> Result<TcpStream, NetworkError> {
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    TcpStream::connect_timeout(&v4, POD_CONNECT_TIMEOUT)
+        .or_else(|first| TcpStream::connect_timeout(&v6, POD_CONNECT_TIMEOUT).map_err(|_| first))
+        .map_err(|source| NetworkError::PodPort { port, source })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -77,6 +91,8 @@ pub enum NetworkError {
     NotReady(String),
     #[error("a network namespace thread panicked")]
     Panicked,
+    #[error("cannot connect to port {port} on the pod's loopback: {source}")]
+    PodPort { port: u16, source: std::io::Error },
     #[error(transparent)]
     Cni(#[from] CniError),
 }
@@ -292,6 +308,17 @@ impl PodNetwork {
     /// Where the namespace of `sandbox_id` is pinned.
     pub fn netns_path(&self, sandbox_id: &str) -> PathBuf {
         self.netns_dir.join(sandbox_id)
+    }
+
+    /// A TCP connection to `port` on the loopback of pod `sandbox_id`'s namespace (IPv4,
+    /// else IPv6), for port forwarding; blocks for up to [`POD_CONNECT_TIMEOUT`]. The
+    /// socket is made in the namespace and stays there, whatever thread uses it next.
+    pub fn connect_in_pod(&self, sandbox_id: &str, port: u16) -> Result<TcpStream, NetworkError> {
+        let path = self.netns_path(sandbox_id);
+        netns::on_own_thread(move || {
+            netns::enter(&path)?;
+            connect_to_loopback(port)
+        })
     }
 
     /// Creates the pod's namespace and connects it; a CNI network with a port mapping

@@ -627,6 +627,42 @@ impl Shim {
         })
     }
 
+    /// Creates the FIFOs of a streamed exec `exec_id` (stdin, stdout, stderr as asked),
+    /// to pass to [`Shim::exec`] as its stdin and output files: the shim feeds its stdin
+    /// from the first and writes its output into the others, as it does with files.
+    pub fn exec_fifos(
+        &self,
+        exec_id: &str,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> Result<ExecFifos, ShimError> {
+        check_exec_id(exec_id)?;
+        let dir = self.dir.join("execs");
+        std::fs::create_dir_all(&dir).map_err(|source| ShimError::Io {
+            what: "create the shim's exec directory",
+            source,
+        })?;
+        let mut fifos = ExecFifos::default();
+        for (wanted, slot, suffix) in [
+            (stdin, &mut fifos.stdin, "in"),
+            (stdout, &mut fifos.stdout, "out"),
+            (stderr, &mut fifos.stderr, "err"),
+        ] {
+            if wanted {
+                let path = dir.join(format!("{exec_id}.{suffix}"));
+                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .map_err(|errno| ShimError::Io {
+                        what: "create an exec's FIFO",
+                        source: errno.into(),
+                    })?;
+                // In the set at once: removed on drop even if a later one fails.
+                *slot = Some(path);
+            }
+        }
+        Ok(fifos)
+    }
+
     /// Starts the created exec and waits for its exit, killing its process tree once
     /// `timeout` passes; returns its exit and whether it timed out. Once started, the
     /// exec has exited when this returns, also with an error, unless even SIGKILL failed.
@@ -791,6 +827,25 @@ impl Shim {
         ShimError::Rpc {
             socket: self.socket.clone(),
             source,
+        }
+    }
+}
+
+/// The FIFOs of a streamed exec ([`Shim::exec_fifos`]); removed on drop.
+#[derive(Debug, Default)]
+pub struct ExecFifos {
+    pub stdin: Option<PathBuf>,
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
+}
+
+impl Drop for ExecFifos {
+    fn drop(&mut self) {
+        for path in [&self.stdin, &self.stdout, &self.stderr]
+            .into_iter()
+            .flatten()
+        {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

@@ -373,12 +373,12 @@ fn unpack_stream<R: Read>(
     let source = StageReader::new(layer, Stage::Read, &failed);
     let decoded = match compression {
         Compression::None => Decoded::Plain(BufReader::with_capacity(READ_BUFFER_SIZE, source)),
-        Compression::Gzip => Decoded::Gzip(StageReader::new(
+        Compression::Gzip => Decoded::Gzip(Box::new(StageReader::new(
             // Multi-member, as Go's reader (and so every registry client) accepts.
             flate2::read::MultiGzDecoder::new(source),
             Stage::Decompress,
             &failed,
-        )),
+        ))),
         Compression::Zstd => {
             let decoder =
                 zstd::Decoder::new(source).map_err(|source| SnapshotError::Decompress {
@@ -448,7 +448,8 @@ impl<R: Read> Read for StageReader<R> {
 /// The uncompressed layer stream, whichever the compression.
 enum Decoded<R: Read> {
     Plain(BufReader<StageReader<R>>),
-    Gzip(StageReader<flate2::read::MultiGzDecoder<StageReader<R>>>),
+    // Boxed: the gzip decoder's state is several times the others' (one per layer).
+    Gzip(Box<StageReader<flate2::read::MultiGzDecoder<StageReader<R>>>>),
     Zstd(StageReader<zstd::Decoder<'static, BufReader<StageReader<R>>>>),
 }
 

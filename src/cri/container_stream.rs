@@ -1,0 +1,286 @@
+//! Exec and PortForward: the RPCs check the request and answer with a one-time
+//! URL on the streaming server ([`crate::streaming`]); the session opened there then
+//! comes back here, as the streaming [`Backend`], to run the process or reach the port.
+//!
+//! A streamed exec is an exec of the pod's shim like ExecSync's, with FIFOs in the
+//! shim's directory as its stdin and output files: criusd opens their read ends before
+//! the exec starts (so the shim's opening of the write ends never waits) and the stdin
+//! FIFO's write end once it has started (the shim then holds its read end), and copies
+//! between them and the session's streams. The session's stdin ending closes the
+//! process's stdin; the process's exit, once its output has drained, ends the session.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
+
+use super::api::{ExecRequest, ExecResponse, PortForwardRequest, PortForwardResponse};
+use super::container_exec::exec_process;
+use super::pod_shims::blocking;
+use super::sandbox_run::io_error;
+use super::{new_id, Cri, CriError};
+use crate::shim::manager::{ExecOutputFiles, TaskIo};
+use crate::streaming::{
+    Backend, BackendError, ExecSession, PortForwardSession, ProcessStreams, StreamRequest,
+};
+
+/// How long output may still drain from an exited process's FIFOs (held open by
+/// something it left running) before the session ends without the rest.
+const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Cri {
+    pub(super) fn exec(&self, request: &ExecRequest) -> Result<ExecResponse, CriError> {
+        let container = self.running_container(&request.container_id, "exec in it")?;
+        tracing::Span::current().record("id", container.as_str());
+        if request.cmd.is_empty() {
+            return Err(CriError::invalid("cmd", "is empty"));
+        }
+        check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
+        let url = self.stream_url(StreamRequest::Exec(ExecSession {
+            container_id: container,
+            cmd: request.cmd.clone(),
+            tty: request.tty,
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+        }))?;
+        Ok(ExecResponse { url })
+    }
+
+    pub(super) fn port_forward(
+        &self,
+        request: &PortForwardRequest,
+    ) -> Result<PortForwardResponse, CriError> {
+        let sandbox = self.sandbox(&request.pod_sandbox_id)?;
+        tracing::Span::current().record("id", sandbox.id.as_str());
+        if !sandbox.can_create_containers() {
+            return Err(CriError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready: cannot forward ports to it",
+                sandbox.id
+            )));
+        }
+        if let Some(port) = request
+            .port
+            .iter()
+            .find(|port| !(1..=65535).contains(*port))
+        {
+            return Err(CriError::invalid(
+                "port",
+                format!("{port} is not a port number"),
+            ));
+        }
+        let url = self.stream_url(StreamRequest::PortForward(PortForwardSession {
+            pod_sandbox_id: sandbox.id,
+        }))?;
+        Ok(PortForwardResponse { url })
+    }
+
+    /// The full id of container `id` (a unique prefix works) if it runs.
+    fn running_container(&self, id: &str, what: &str) -> Result<String, CriError> {
+        let container = self.container(id)?;
+        if !container.is_running() {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running: cannot {what}",
+                container.id
+            )));
+        }
+        Ok(container.id)
+    }
+
+    fn stream_url(&self, request: StreamRequest) -> Result<String, CriError> {
+        self.streaming
+            .url_for(request)
+            .map_err(|err| CriError::Internal {
+                what: "preparing a streaming session",
+                reason: err.to_string(),
+            })
+    }
+
+    /// Runs a streamed exec to its end; its exit code.
+    async fn run_streamed_exec(
+        &self,
+        request: ExecSession,
+        streams: ProcessStreams,
+    ) -> Result<i32, CriError> {
+        let container = self.running_container(&request.container_id, "exec in it")?;
+        let record = self.container(&container)?;
+        let process = exec_process(&self.bundle_dir(&container), &request.cmd, request.tty)?;
+        let shim = self.shims.get(&record.sandbox_id)?;
+        let exec_id = new_id()?[..32].to_string();
+        let ProcessStreams {
+            stdin,
+            stdout,
+            stderr,
+            resizes,
+        } = streams;
+        let fifos = shim.exec_fifos(
+            &exec_id,
+            stdin.is_some(),
+            stdout.is_some(),
+            stderr.is_some(),
+        )?;
+        let open_output = |path: &Option<std::path::PathBuf>| {
+            path.as_ref()
+                .map(|path| {
+                    pipe::OpenOptions::new()
+                        .open_receiver(path)
+                        .map_err(|err| io_error("open", path, err))
+                })
+                .transpose()
+        };
+        let (stdout_fifo, stderr_fifo) = (open_output(&fifos.stdout)?, open_output(&fifos.stderr)?);
+        let io = TaskIo {
+            terminal: request.tty,
+            stdin: fifos.stdin.clone(),
+        };
+        let files = ExecOutputFiles {
+            stdout: fifos.stdout.clone(),
+            stderr: fifos.stderr.clone(),
+        };
+        let started = {
+            let (shim, container, exec_id) = (shim.clone(), container.clone(), exec_id.clone());
+            blocking(move || {
+                shim.exec(&container, &exec_id, &process, &io, &files)?;
+                let started = shim.start_process(&container, &exec_id);
+                if started.is_err() {
+                    let _ = shim.delete_process(&container, &exec_id);
+                }
+                started
+            })
+            .await
+        };
+        started?;
+        let feeding = match (stdin, &fifos.stdin) {
+            (Some(stdin), Some(path)) => {
+                let fifo = pipe::OpenOptions::new()
+                    .open_sender(path)
+                    .map_err(|err| io_error("open", path, err));
+                match fifo {
+                    Ok(fifo) => Some(tokio::spawn(copy_then_close(stdin, fifo))),
+                    Err(err) => {
+                        tracing::warn!("streamed exec {exec_id}: no stdin: {err}");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let resizing = resizes.map(|mut sizes| {
+            let (shim, container, exec_id) = (shim.clone(), container.clone(), exec_id.clone());
+            tokio::spawn(async move {
+                while let Some(size) = sizes.recv().await {
+                    let (shim, container, exec_id) =
+                        (shim.clone(), container.clone(), exec_id.clone());
+                    let _ = blocking(move || {
+                        shim.resize_pty(&container, &exec_id, size.width.into(), size.height.into())
+                    })
+                    .await;
+                }
+            })
+        });
+        let output = tokio::spawn(async move {
+            tokio::join!(
+                copy_output(stdout_fifo, stdout),
+                copy_output(stderr_fifo, stderr)
+            );
+        });
+        let exit = {
+            let (shim, container, exec_id) = (shim.clone(), container.clone(), exec_id.clone());
+            blocking(move || shim.wait_process(&container, &exec_id, None)).await
+        };
+        let _ = tokio::time::timeout(OUTPUT_DRAIN_TIMEOUT, output).await;
+        for task in [feeding, resizing].into_iter().flatten() {
+            task.abort();
+        }
+        let deleted = blocking(move || shim.delete_process(&container, &exec_id)).await;
+        drop(fifos);
+        let exit = exit?.ok_or_else(|| CriError::Internal {
+            what: "waiting for a streamed exec",
+            reason: "the shim answered without an exit".to_string(),
+        })?;
+        deleted?;
+        Ok(exit.code)
+    }
+}
+
+/// kubelet's rules for a session's streams: at least one, and no stderr with a terminal
+/// (whose output is all one stream).
+fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), CriError> {
+    if !(stdin || stdout || stderr) {
+        return Err(CriError::invalid(
+            "stdin",
+            "one of stdin, stdout and stderr must be set",
+        ));
+    }
+    if tty && stderr {
+        return Err(CriError::invalid(
+            "stderr",
+            "cannot be set with tty: a terminal's output is all on stdout",
+        ));
+    }
+    Ok(())
+}
+
+/// Copies `from` into `to` until `from` ends, then closes `to`.
+async fn copy_then_close(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin) {
+    let _ = tokio::io::copy(&mut from, &mut to).await;
+    let _ = to.shutdown().await;
+}
+
+/// Copies an exec's output FIFO to its session stream, when both are there.
+async fn copy_output(
+    fifo: Option<pipe::Receiver>,
+    stream: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+) {
+    if let (Some(fifo), Some(stream)) = (fifo, stream) {
+        copy_then_close(fifo, stream).await;
+    }
+}
+
+impl Backend for Cri {
+    async fn run_exec(
+        &self,
+        request: ExecSession,
+        streams: ProcessStreams,
+    ) -> Result<i32, BackendError> {
+        Ok(self.run_streamed_exec(request, streams).await?)
+    }
+
+    fn connect_to_pod(
+        &self,
+        pod_sandbox_id: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<tokio::net::TcpStream, BackendError>> + Send {
+        let sandbox = self.sandbox(pod_sandbox_id);
+        let network = self.network.clone();
+        async move {
+            let sandbox = sandbox?;
+            let connection = blocking(move || {
+                if sandbox.host_network {
+                    crate::network::connect_to_loopback(port)
+                } else {
+                    network.connect_in_pod(&sandbox.id, port)
+                }
+            })
+            .await?;
+            connection.set_nonblocking(true)?;
+            Ok(tokio::net::TcpStream::from_std(connection)?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_needs_a_stream_and_no_stderr_with_a_terminal() {
+        assert!(check_streams(false, true, true, false).is_ok());
+        assert!(check_streams(true, true, false, true).is_ok());
+        let none = check_streams(false, false, false, false).unwrap_err();
+        assert!(none.to_string().contains("stdin"), "{none}");
+        let both = check_streams(false, true, true, true).unwrap_err();
+        assert!(both.to_string().contains("stderr"), "{both}");
+    }
+}
