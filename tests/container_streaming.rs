@@ -21,6 +21,7 @@ use tonic::Code;
 
 on_each_handler!(
     exec_sessions_carry_stdio_exit_codes_and_terminals,
+    attach_sessions_join_the_containers_own_stdio,
     port_forward_reaches_the_pods_loopback
 );
 
@@ -178,6 +179,157 @@ async fn exec_sessions_carry_stdio_exit_codes_and_terminals(handler: &str) {
     assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
     let refused = client.runtime.exec(request(&id, &[])).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    remove_pod(&mut client, &pod).await;
+}
+
+/// Reads `reader` until what was read ends with `ending`; all of it.
+async fn read_until(reader: &mut tokio::io::DuplexStream, ending: &str) -> String {
+    let mut text = Vec::new();
+    let mut chunk = [0u8; 256];
+    while !text.ends_with(ending.as_bytes()) {
+        let read = tokio::time::timeout(Duration::from_secs(20), reader.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no {ending:?} in {:?}", String::from_utf8_lossy(&text)))
+            .unwrap();
+        assert_ne!(
+            read,
+            0,
+            "ended before {ending:?}: {:?}",
+            String::from_utf8_lossy(&text)
+        );
+        text.extend_from_slice(&chunk[..read]);
+    }
+    String::from_utf8(text).unwrap()
+}
+
+async fn attach_url(client: &mut CriClient, container: &str, stdin: bool) -> String {
+    let request = AttachRequest {
+        container_id: container.to_string(),
+        stdin,
+        stdout: true,
+        stderr: true,
+        tty: false,
+    };
+    client
+        .runtime
+        .attach(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .url
+}
+
+/// One attach session typing `input`, its output read until it ends with `ending`; the
+/// session goes on in the returned task, its stdin open while `typing` is.
+async fn attach_and_type(
+    client: &mut CriClient,
+    container: &str,
+    input: &str,
+    ending: &str,
+) -> (
+    tokio::task::JoinHandle<Result<(), ClientError>>,
+    tokio::io::DuplexStream,
+    tokio::io::DuplexStream,
+    String,
+) {
+    let url = attach_url(client, container, true).await;
+    let (mut typing, stdin) = tokio::io::duplex(1024);
+    let ((stdout, mut out), (stderr, err)) = (sink(), sink());
+    let session = tokio::spawn(async move {
+        let io = ExecIo {
+            stdin: Some(Box::new(stdin)),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            ..ExecIo::default()
+        };
+        client::attach(&url, io).await
+    });
+    // The session follows output from when it starts: type once it surely has.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    typing.write_all(input.as_bytes()).await.unwrap();
+    let seen = read_until(&mut out, ending).await;
+    (session, typing, err, seen)
+}
+
+async fn attach_sessions_join_the_containers_own_stdio(handler: &str) {
+    let registry = Registry::start();
+    let (_daemon, mut client, image) = daemon_with_busybox(&registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("attached", logs.path());
+    let pod = run_pod_on(&mut client, &config, handler).await;
+
+    // stdin without stdin_once: it stays open across sessions.
+    let mut shell = container_config("shell", &image, &["sh"]);
+    shell.stdin = true;
+    let shell = create(&mut client, &pod, &config, shell).await.unwrap();
+    start(&mut client, &shell).await;
+    let (session, typing, err, seen) =
+        attach_and_type(&mut client, &shell, "echo one; echo two >&2\n", "one\n").await;
+    assert_eq!(seen, "one\n");
+    drop(typing);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        status(&mut client, &shell).await.state,
+        ContainerState::ContainerRunning as i32,
+        "the first session's stdin ending must not end the container's"
+    );
+    session.abort();
+    let mut err = err;
+    assert_eq!(read_until(&mut err, "two\n").await, "two\n");
+    let (session, _typing, _err, seen) =
+        attach_and_type(&mut client, &shell, "echo three; exit 3\n", "three\n").await;
+    assert_eq!(seen, "three\n", "only what comes after the attach");
+    session.await.unwrap().unwrap();
+    assert_eq!(wait_exited(&mut client, &shell).await.exit_code, 3);
+
+    // stdin_once: the first session's stdin ending closes the container's.
+    let mut once = container_config("once", &image, &["sh"]);
+    (once.stdin, once.stdin_once) = (true, true);
+    let once = create(&mut client, &pod, &config, once).await.unwrap();
+    start(&mut client, &once).await;
+    let (session, typing, _err, seen) =
+        attach_and_type(&mut client, &once, "echo hello\n", "hello\n").await;
+    assert_eq!(seen, "hello\n");
+    drop(typing);
+    tokio::time::timeout(Duration::from_secs(20), session)
+        .await
+        .expect("the session ends with the container")
+        .unwrap()
+        .unwrap();
+    assert_eq!(wait_exited(&mut client, &once).await.exit_code, 0);
+
+    // No stdin to attach to, and nothing to attach to once exited.
+    let plain = create(
+        &mut client,
+        &pod,
+        &config,
+        container_config("plain", &image, &["sleep", "60"]),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &plain).await;
+    let refused = client
+        .runtime
+        .attach(AttachRequest {
+            container_id: plain.clone(),
+            stdin: true,
+            stdout: true,
+            ..AttachRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("stdin"), "{}", refused.message());
+    let refused = client
+        .runtime
+        .attach(AttachRequest {
+            container_id: once.clone(),
+            stdout: true,
+            ..AttachRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     remove_pod(&mut client, &pod).await;
 }
 

@@ -7,8 +7,7 @@
 //! only once its output is in the log, so the file read after the exit is seen is the
 //! whole of it.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,49 +15,10 @@ use super::containers::container_status;
 use super::{resolve, CliError};
 use crate::cri::api::{ContainerState, ContainerStatus};
 use crate::cri::client::CriClient;
+use crate::shim::cri_log::{LogTail, Record, Stream};
 
 /// How often a followed log and its container's state are polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Which of the container's output streams a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// One record of a CRI log file, its content without the newline.
-#[derive(Debug, PartialEq, Eq)]
-struct Record<'a> {
-    stream: Stream,
-    partial: bool,
-    content: &'a [u8],
-}
-
-/// Parses one record (without its newline); `None` for a line that is not one, which
-/// is skipped as kubelet skips it.
-fn parse_record(line: &[u8]) -> Option<Record<'_>> {
-    let mut fields = line.splitn(4, |&byte| byte == b' ');
-    let time = fields.next()?;
-    let stream = match fields.next()? {
-        b"stdout" => Stream::Stdout,
-        b"stderr" => Stream::Stderr,
-        _ => return None,
-    };
-    let partial = match fields.next()? {
-        b"P" => true,
-        b"F" => false,
-        _ => return None,
-    };
-    if time.is_empty() {
-        return None;
-    }
-    Some(Record {
-        stream,
-        partial,
-        content: fields.next().unwrap_or_default(),
-    })
-}
 
 /// A complete line of output.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,7 +42,7 @@ impl LineJoiner {
             Stream::Stdout => &mut self.stdout,
             Stream::Stderr => &mut self.stderr,
         };
-        pending.extend_from_slice(record.content);
+        pending.extend_from_slice(&record.content);
         (!record.partial).then(|| Line {
             stream: record.stream,
             text: std::mem::take(pending),
@@ -90,12 +50,11 @@ impl LineJoiner {
     }
 }
 
-/// Reads a log file that may still be growing: each read returns the lines completed
-/// since the last one. A record being written (no newline yet) waits for the next read.
+/// A log file that may still be growing, read line by line: each read returns the lines
+/// completed since the last one.
 struct LogReader {
     path: PathBuf,
-    offset: u64,
-    unfinished: Vec<u8>,
+    records: LogTail,
     joiner: LineJoiner,
 }
 
@@ -103,36 +62,22 @@ impl LogReader {
     fn new(path: &Path) -> LogReader {
         LogReader {
             path: path.to_path_buf(),
-            offset: 0,
-            unfinished: Vec::new(),
+            records: LogTail::from_start(path),
             joiner: LineJoiner::default(),
         }
     }
 
     /// The lines completed since the last read. A file not there (yet) has none.
     fn read_lines(&mut self) -> Result<Vec<Line>, CliError> {
-        let file_error = |source| CliError::File {
-            path: self.path.display().to_string(),
-            source,
-        };
-        let mut file = match File::open(&self.path) {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(file_error(err)),
-        };
-        file.seek(SeekFrom::Start(self.offset))
-            .map_err(file_error)?;
-        let mut data = std::mem::take(&mut self.unfinished);
-        let read = file.read_to_end(&mut data).map_err(file_error)?;
-        self.offset += read as u64;
-        let complete = data
-            .iter()
-            .rposition(|&byte| byte == b'\n')
-            .map_or(0, |newline| newline + 1);
-        self.unfinished = data.split_off(complete);
-        Ok(data
-            .split(|&byte| byte == b'\n')
-            .filter_map(parse_record)
+        let records = self
+            .records
+            .read_records()
+            .map_err(|source| CliError::File {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+        Ok(records
+            .into_iter()
             .filter_map(|record| self.joiner.push(record))
             .collect())
     }
@@ -238,41 +183,12 @@ mod tests {
     }
 
     #[test]
-    fn records_parse_with_any_content() {
-        assert_eq!(
-            parse_record(b"2026-01-02T03:04:05.123456789Z stdout F hello  world "),
-            Some(Record {
-                stream: Stream::Stdout,
-                partial: false,
-                content: b"hello  world ",
-            })
-        );
-        assert_eq!(
-            parse_record(b"2026-01-02T03:04:05.1Z stderr P part"),
-            Some(Record {
-                stream: Stream::Stderr,
-                partial: true,
-                content: b"part",
-            })
-        );
-        // An empty line is written as a record with empty content.
-        assert_eq!(
-            parse_record(b"2026-01-02T03:04:05.1Z stdout F ").map(|r| r.content),
-            Some(&b""[..])
-        );
-        assert_eq!(parse_record(b""), None);
-        assert_eq!(parse_record(b"garbage"), None);
-        assert_eq!(parse_record(b"t stdin F x"), None);
-        assert_eq!(parse_record(b"t stdout X x"), None);
-    }
-
-    #[test]
     fn partial_records_join_per_stream() {
         let mut joiner = LineJoiner::default();
         let record = |stream, partial, content: &'static str| Record {
             stream,
             partial,
-            content: content.as_bytes(),
+            content: content.as_bytes().to_vec(),
         };
         assert_eq!(joiner.push(record(Stream::Stdout, true, "long ")), None);
         assert_eq!(
@@ -292,6 +208,7 @@ mod tests {
 
     #[test]
     fn a_growing_file_is_read_record_by_record() {
+        use std::fs::File;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.log");
         let mut reader = LogReader::new(&path);

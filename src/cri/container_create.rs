@@ -4,9 +4,9 @@
 //!
 //! `tty` gives the container a terminal (the spec's `process.terminal`, the shim holds
 //! the master and logs what it prints as `stdout`). `stdin` keeps its stdin open, as
-//! containerd does: a FIFO in the bundle that the shim reads from and nobody writes to
-//! yet, so that the container's reads wait rather than end (attaching to it, and
-//! `stdin_once`, are for when Attach exists).
+//! containerd does: a FIFO in the bundle that the shim reads from (and holds open), so
+//! that the container's reads wait rather than end until an Attach session writes to
+//! it; with `stdin_once` the first session's end closes it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -267,6 +267,9 @@ impl Cri {
             exit_code: 0,
             reason: String::new(),
             message: String::new(),
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
+            tty: config.tty,
         })?;
         rollback.commit();
         tracing::info!("container created");

@@ -1,4 +1,4 @@
-//! Exec and PortForward: the RPCs check the request and answer with a one-time
+//! Exec, Attach and PortForward: the RPCs check the request and answer with a one-time
 //! URL on the streaming server ([`crate::streaming`]); the session opened there then
 //! comes back here, as the streaming [`Backend`], to run the process or reach the port.
 //!
@@ -8,6 +8,11 @@
 //! FIFO's write end once it has started (the shim then holds its read end), and copies
 //! between them and the session's streams. The session's stdin ending closes the
 //! process's stdin; the process's exit, once its output has drained, ends the session.
+//!
+//! An attach joins the container's own stdio: its stdin FIFO (which the shim holds open
+//! across sessions, and closes when the first session's stdin ends for `stdin_once`)
+//! and its output as the shim logs it, followed from the log's end, record by record,
+//! until the container exits or the client goes.
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,15 +20,23 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
-use super::api::{ExecRequest, ExecResponse, PortForwardRequest, PortForwardResponse};
+use super::api::{
+    AttachRequest, AttachResponse, ExecRequest, ExecResponse, PortForwardRequest,
+    PortForwardResponse,
+};
 use super::container_exec::exec_process;
 use super::pod_shims::blocking;
 use super::sandbox_run::io_error;
 use super::{new_id, Cri, CriError};
-use crate::shim::manager::{ExecOutputFiles, TaskIo};
+use crate::shim::cri_log::{LogTail, Stream};
+use crate::shim::manager::{ExecOutputFiles, Shim, TaskIo};
 use crate::streaming::{
-    Backend, BackendError, ExecSession, PortForwardSession, ProcessStreams, StreamRequest,
+    AttachSession, Backend, BackendError, ExecSession, PortForwardSession, ProcessStreams,
+    StreamRequest, TerminalSize,
 };
+
+/// How often an attach session looks for new output and for the container's exit.
+const ATTACH_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How long output may still drain from an exited process's FIFOs (held open by
 /// something it left running) before the session ends without the rest.
@@ -46,6 +59,32 @@ impl Cri {
             stderr: request.stderr,
         }))?;
         Ok(ExecResponse { url })
+    }
+
+    pub(super) fn attach(&self, request: &AttachRequest) -> Result<AttachResponse, CriError> {
+        let container = self.container(&request.container_id)?;
+        tracing::Span::current().record("id", container.id.as_str());
+        if !container.is_running() {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running: cannot attach to it",
+                container.id
+            )));
+        }
+        check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
+        if request.stdin && !container.stdin {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} was created without stdin: there is none to attach to",
+                container.id
+            )));
+        }
+        let url = self.stream_url(StreamRequest::Attach(AttachSession {
+            container_id: container.id,
+            tty: request.tty,
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+        }))?;
+        Ok(AttachResponse { url })
     }
 
     pub(super) fn port_forward(
@@ -166,19 +205,7 @@ impl Cri {
             }
             _ => None,
         };
-        let resizing = resizes.map(|mut sizes| {
-            let (shim, container, exec_id) = (shim.clone(), container.clone(), exec_id.clone());
-            tokio::spawn(async move {
-                while let Some(size) = sizes.recv().await {
-                    let (shim, container, exec_id) =
-                        (shim.clone(), container.clone(), exec_id.clone());
-                    let _ = blocking(move || {
-                        shim.resize_pty(&container, &exec_id, size.width.into(), size.height.into())
-                    })
-                    .await;
-                }
-            })
-        });
+        let resizing = resizes.map(|sizes| pass_resizes(sizes, &shim, &container, &exec_id));
         let output = tokio::spawn(async move {
             tokio::join!(
                 copy_output(stdout_fifo, stdout),
@@ -202,6 +229,109 @@ impl Cri {
         deleted?;
         Ok(exit.code)
     }
+}
+
+impl Cri {
+    /// Runs an attach session to its end (see the module header).
+    async fn run_attach_session(
+        &self,
+        request: AttachSession,
+        streams: ProcessStreams,
+    ) -> Result<(), CriError> {
+        let container = self.container(&request.container_id)?;
+        if !container.is_running() {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running: cannot attach to it",
+                container.id
+            )));
+        }
+        let shim = self.shims.get(&container.sandbox_id)?;
+        let ProcessStreams {
+            stdin,
+            mut stdout,
+            mut stderr,
+            resizes,
+        } = streams;
+        let resizing = resizes.map(|sizes| pass_resizes(sizes, &shim, &container.id, ""));
+        let feeding = match stdin.filter(|_| container.stdin) {
+            Some(stdin) => {
+                let path = self.bundle_dir(&container.id).join("stdin");
+                let fifo = pipe::OpenOptions::new()
+                    .open_sender(&path)
+                    .map_err(|err| io_error("open", &path, err))?;
+                let (shim, id, once) = (shim.clone(), container.id.clone(), container.stdin_once);
+                Some(tokio::spawn(async move {
+                    copy_then_close(stdin, fifo).await;
+                    if once {
+                        let _ = blocking(move || shim.close_stdin(&id, "")).await;
+                    }
+                }))
+            }
+            None => None,
+        };
+        let log_path = std::path::PathBuf::from(&container.log_path);
+        let mut log = LogTail::from_end(&log_path);
+        loop {
+            // The exit is recorded once the output is in the log: read after seeing it,
+            // the log holds all of it.
+            let running = self
+                .container(&container.id)
+                .is_ok_and(|record| record.is_running());
+            let records = log
+                .read_records()
+                .map_err(|err| io_error("read", &log_path, err))?;
+            let mut client_gone = false;
+            for record in records {
+                let sink = match (record.stream, container.tty) {
+                    (Stream::Stdout, _) | (Stream::Stderr, true) => stdout.as_mut(),
+                    (Stream::Stderr, false) => stderr.as_mut(),
+                };
+                if let Some(sink) = sink {
+                    let newline: &[u8] = if record.partial { b"" } else { b"\n" };
+                    let written = async {
+                        sink.write_all(&record.content).await?;
+                        sink.write_all(newline).await?;
+                        sink.flush().await
+                    };
+                    client_gone |= written.await.is_err();
+                }
+            }
+            if client_gone || !running {
+                break;
+            }
+            tokio::time::sleep(ATTACH_POLL_INTERVAL).await;
+        }
+        for sink in [stdout.as_mut(), stderr.as_mut()].into_iter().flatten() {
+            let _ = sink.shutdown().await;
+        }
+        if let Some(resizing) = resizing {
+            resizing.abort();
+        }
+        // Left to finish on its own: the client's stdin ending (with the session) closes
+        // a `stdin_once` container's stdin.
+        drop(feeding);
+        Ok(())
+    }
+}
+
+/// Passes terminal sizes on to the terminal of container `id`'s init, or of its exec
+/// `exec_id` when not empty, until the session stops sending them.
+fn pass_resizes(
+    mut sizes: tokio::sync::mpsc::Receiver<TerminalSize>,
+    shim: &std::sync::Arc<Shim>,
+    id: &str,
+    exec_id: &str,
+) -> tokio::task::JoinHandle<()> {
+    let (shim, id, exec_id) = (shim.clone(), id.to_string(), exec_id.to_string());
+    tokio::spawn(async move {
+        while let Some(size) = sizes.recv().await {
+            let (shim, id, exec_id) = (shim.clone(), id.clone(), exec_id.clone());
+            let _ = blocking(move || {
+                shim.resize_pty(&id, &exec_id, size.width.into(), size.height.into())
+            })
+            .await;
+        }
+    })
 }
 
 /// kubelet's rules for a session's streams: at least one, and no stderr with a terminal
@@ -245,6 +375,14 @@ impl Backend for Cri {
         streams: ProcessStreams,
     ) -> Result<i32, BackendError> {
         Ok(self.run_streamed_exec(request, streams).await?)
+    }
+
+    async fn run_attach(
+        &self,
+        request: AttachSession,
+        streams: ProcessStreams,
+    ) -> Result<(), BackendError> {
+        Ok(self.run_attach_session(request, streams).await?)
     }
 
     fn connect_to_pod(

@@ -226,6 +226,10 @@ cri_service_impl! {
             rpc("Exec", async { self.cri.exec(request.get_ref()) }).await
         }
 
+        async fn attach(&self, request: Request<AttachRequest>) -> RpcResult<AttachResponse> {
+            rpc("Attach", async { self.cri.attach(request.get_ref()) }).await
+        }
+
         async fn port_forward(&self, request: Request<PortForwardRequest>) -> RpcResult<PortForwardResponse> {
             rpc("PortForward", async { self.cri.port_forward(request.get_ref()) }).await
         }
@@ -247,7 +251,6 @@ cri_service_impl! {
     }
     unimplemented {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
-        attach(AttachRequest) -> AttachResponse = "Attach";
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
         list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";

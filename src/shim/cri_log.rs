@@ -3,9 +3,13 @@
 //! for a partial one (a line longer than [`MAX_LINE`] is split into `P` pieces ending
 //! with an `F`). A container with a terminal has one output stream, logged as `stdout`,
 //! its lines ended by the terminal's `\r\n` (both dropped, as containerd drops them).
+//!
+//! The shim writes it ([`CriLog`]); criusd (attach) and the CLI (`crius logs`) read it
+//! back ([`LogTail`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,6 +29,110 @@ impl Stream {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
         }
+    }
+}
+
+/// One record of a CRI log file, its content without the newline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub stream: Stream,
+    /// `P`: the line goes on in the stream's next record.
+    pub partial: bool,
+    pub content: Vec<u8>,
+}
+
+/// Parses one record (without its newline); `None` for a line that is not one, which
+/// is skipped as kubelet skips it.
+pub fn parse_record(line: &[u8]) -> Option<Record> {
+    let mut fields = line.splitn(4, |&byte| byte == b' ');
+    let time = fields.next()?;
+    let stream = match fields.next()? {
+        b"stdout" => Stream::Stdout,
+        b"stderr" => Stream::Stderr,
+        _ => return None,
+    };
+    let partial = match fields.next()? {
+        b"P" => true,
+        b"F" => false,
+        _ => return None,
+    };
+    if time.is_empty() {
+        return None;
+    }
+    Some(Record {
+        stream,
+        partial,
+        content: fields.next().unwrap_or_default().to_vec(),
+    })
+}
+
+/// A log file that may still be growing, read record by record: each read returns the
+/// records completed since the last one (one being written waits for the next read).
+/// When the file at the path is replaced (kubelet rotated the log and had it reopened),
+/// the rest of the old file is read, then the new one from its start.
+pub struct LogTail {
+    path: PathBuf,
+    file: Option<File>,
+    /// Where the next read starts in `file`, or in the file at `path` once opened.
+    offset: u64,
+    unfinished: Vec<u8>,
+}
+
+impl LogTail {
+    /// Reads the log at `path` from its start (a file not there yet: from when it is).
+    pub fn from_start(path: &Path) -> LogTail {
+        LogTail {
+            path: path.to_path_buf(),
+            file: None,
+            offset: 0,
+            unfinished: Vec::new(),
+        }
+    }
+
+    /// Reads only what is added to the log at `path` from now on.
+    pub fn from_end(path: &Path) -> LogTail {
+        let mut tail = LogTail::from_start(path);
+        if let Ok(file) = File::open(path) {
+            tail.offset = file.metadata().map_or(0, |metadata| metadata.len());
+            tail.file = Some(file);
+        }
+        tail
+    }
+
+    /// The records completed since the last read.
+    pub fn read_records(&mut self) -> std::io::Result<Vec<Record>> {
+        let mut data = std::mem::take(&mut self.unfinished);
+        if self.file.is_none() {
+            match File::open(&self.path) {
+                Ok(file) => self.file = Some(file),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(err) => return Err(err),
+            }
+        }
+        if let Some(file) = &mut self.file {
+            file.seek(SeekFrom::Start(self.offset))?;
+            self.offset += file.read_to_end(&mut data)? as u64;
+            let replaced = match (std::fs::metadata(&self.path), file.metadata()) {
+                (Ok(current), Ok(ours)) => {
+                    (current.dev(), current.ino()) != (ours.dev(), ours.ino())
+                }
+                (Err(_), _) | (_, Err(_)) => false,
+            };
+            if replaced {
+                // The old file is read to its end: go on with the new one.
+                self.file = None;
+                self.offset = 0;
+            }
+        }
+        let complete = data
+            .iter()
+            .rposition(|&byte| byte == b'\n')
+            .map_or(0, |newline| newline + 1);
+        self.unfinished = data.split_off(complete);
+        Ok(data
+            .split(|&byte| byte == b'\n')
+            .filter_map(parse_record)
+            .collect())
     }
 }
 
@@ -239,6 +347,67 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(stream: Stream, partial: bool, content: &str) -> Record {
+        Record {
+            stream,
+            partial,
+            content: content.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn records_parse_with_any_content() {
+        assert_eq!(
+            parse_record(b"2026-01-02T03:04:05.123456789Z stdout F hello  world "),
+            Some(record(Stream::Stdout, false, "hello  world "))
+        );
+        assert_eq!(
+            parse_record(b"2026-01-02T03:04:05.1Z stderr P part"),
+            Some(record(Stream::Stderr, true, "part"))
+        );
+        // An empty line is written as a record with empty content.
+        assert_eq!(
+            parse_record(b"2026-01-02T03:04:05.1Z stdout F "),
+            Some(record(Stream::Stdout, false, ""))
+        );
+        assert_eq!(parse_record(b""), None);
+        assert_eq!(parse_record(b"garbage"), None);
+        assert_eq!(parse_record(b"t stdin F x"), None);
+        assert_eq!(parse_record(b"t stdout X x"), None);
+    }
+
+    #[test]
+    fn a_tail_from_the_end_reads_what_comes_and_follows_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        std::fs::write(&path, "t stdout F before\n").unwrap();
+        let mut tail = LogTail::from_end(&path);
+        assert!(tail.read_records().unwrap().is_empty());
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"t stdout P hal").unwrap();
+        assert!(tail.read_records().unwrap().is_empty(), "half a record");
+        file.write_all(b"f\nt stderr F err\n").unwrap();
+        assert_eq!(
+            tail.read_records().unwrap(),
+            [
+                record(Stream::Stdout, true, "half"),
+                record(Stream::Stderr, false, "err")
+            ]
+        );
+        // Rotated: the old file's last records, then the new file from its start.
+        file.write_all(b"t stdout F last old\n").unwrap();
+        std::fs::rename(&path, dir.path().join("c.log.1")).unwrap();
+        std::fs::write(&path, "t stdout F first new\n").unwrap();
+        assert_eq!(
+            tail.read_records().unwrap(),
+            [record(Stream::Stdout, false, "last old")]
+        );
+        assert_eq!(
+            tail.read_records().unwrap(),
+            [record(Stream::Stdout, false, "first new")]
+        );
+    }
     use std::time::Duration;
 
     #[test]

@@ -77,9 +77,12 @@ pub fn setup(
     stdin: &str,
     output: Output,
 ) -> Result<(ProcessStdio, PendingIo), ShimError> {
+    // A container's output goes to its log, an exec's to files: only a container's
+    // stdin is held open.
+    let held_open = matches!(output, Output::Log(_));
     let stdin = stdio_uri::parse(stdin)?
         .path()
-        .map(open_source)
+        .map(|path| open_source(path, held_open))
         .transpose()?;
     if terminal {
         let output = match output {

@@ -2,6 +2,9 @@
 //! (containerd passes a FIFO that its client writes to; a regular file works too), so
 //! that the shim can close it on request (CloseIO) whatever the writer does.
 //!
+//! A container's FIFO is held open for writing by the shim as well (see [`open_source`]),
+//! so that only CloseIO ends its stdin; an exec's ends when its writer goes.
+//!
 //! The source is opened without blocking: a FIFO nobody has opened for writing yet
 //! neither blocks the request nor reads as ended (the kernel reports no hang-up on a
 //! FIFO until a writer has come and gone). A thread copies it into the process's stdin:
@@ -43,10 +46,20 @@ pub struct StdinFeed {
     stop: Option<PipeWriter>,
 }
 
-/// Opens the stdin source at `path` for [`StdinFeed::start`], without blocking.
-pub fn open_source(path: &Path) -> Result<File, ShimError> {
+/// Opens the stdin source at `path` for [`StdinFeed::start`], without blocking. With
+/// `held_open`, a FIFO is opened for writing as well, so that it never ends by its
+/// writers going: only [`StdinFeed::close`] (CloseIO) ends it. A container's stdin is
+/// held so, for the attach sessions that come and go (kubelet closes it itself for
+/// `stdin_once`); an exec's ends with its one writer.
+pub fn open_source(path: &Path, held_open: bool) -> Result<File, ShimError> {
+    let fifo = held_open
+        && std::fs::metadata(path).is_ok_and(|metadata| {
+            use std::os::unix::fs::FileTypeExt;
+            metadata.file_type().is_fifo()
+        });
     File::options()
         .read(true)
+        .write(fifo)
         .custom_flags(OFlag::O_NONBLOCK.bits())
         .open(path)
         .map_err(|source| ShimError::Io {
@@ -153,8 +166,11 @@ mod tests {
         let fifo = dir.path().join("stdin");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let (reader, writer) = std::io::pipe().unwrap();
-        let _feed =
-            StdinFeed::start(open_source(&fifo).unwrap(), StdinTarget::Pipe(writer)).unwrap();
+        let _feed = StdinFeed::start(
+            open_source(&fifo, false).unwrap(),
+            StdinTarget::Pipe(writer),
+        )
+        .unwrap();
         let output = read_to_end(reader);
         // Nobody writes yet: the process's stdin stays open.
         assert!(output.recv_timeout(Duration::from_millis(200)).is_err());
@@ -171,8 +187,11 @@ mod tests {
         let fifo = dir.path().join("stdin");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let (mut reader, writer) = std::io::pipe().unwrap();
-        let mut feed =
-            StdinFeed::start(open_source(&fifo).unwrap(), StdinTarget::Pipe(writer)).unwrap();
+        let mut feed = StdinFeed::start(
+            open_source(&fifo, false).unwrap(),
+            StdinTarget::Pipe(writer),
+        )
+        .unwrap();
         let mut client = File::options().write(true).open(&fifo).unwrap();
         client.write_all(b"before close\n").unwrap();
         let mut line = [0u8; 13];
@@ -182,5 +201,25 @@ mod tests {
         let rest = read_to_end(reader);
         assert_eq!(rest.recv_timeout(Duration::from_secs(10)).unwrap(), b"");
         drop(client);
+    }
+
+    #[test]
+    fn a_held_open_fifo_outlives_its_writers_until_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("stdin");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (reader, writer) = std::io::pipe().unwrap();
+        let mut feed =
+            StdinFeed::start(open_source(&fifo, true).unwrap(), StdinTarget::Pipe(writer)).unwrap();
+        let output = read_to_end(reader);
+        for session in ["first\n", "second\n"] {
+            let mut client = File::options().write(true).open(&fifo).unwrap();
+            client.write_all(session.as_bytes()).unwrap();
+        }
+        // Both writers are gone, and the process's stdin is still open.
+        assert!(output.recv_timeout(Duration::from_millis(300)).is_err());
+        feed.close();
+        let got = output.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(got, b"first\nsecond\n");
     }
 }

@@ -64,6 +64,15 @@ pub struct ContainerRecord {
     /// `Completed`, `Error`, `OOMKilled` or `ShimLost` once exited.
     pub reason: String,
     pub message: String,
+    /// Its stdin is kept open for attach sessions (CRI `stdin`); `stdin_once` closes it
+    /// when the first one ends. Records from before these fields read as none.
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// It runs with a terminal, whose output is all on stdout.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 impl Record for ContainerRecord {

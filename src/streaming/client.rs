@@ -116,6 +116,12 @@ pub async fn exec(url: &str, io: ExecIo) -> Result<i32, ClientError> {
     exit_code(&protocol, &report)
 }
 
+/// Runs the attach session at `url` until the container exits or the server ends it.
+/// The protocol is exec's; only the status differs (always success but for errors).
+pub async fn attach(url: &str, io: ExecIo) -> Result<(), ClientError> {
+    exec(url, io).await.map(drop)
+}
+
 /// The exit code an exec session's error stream reports (see [`remote_command`]).
 fn exit_code(protocol: &str, report: &[u8]) -> Result<i32, ClientError> {
     let text = String::from_utf8_lossy(report).trim().to_string();

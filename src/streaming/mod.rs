@@ -1,10 +1,10 @@
-//! The CRI streaming server. The Exec and PortForward RPCs (and Attach, once it lands)
-//! do not carry their sessions themselves: each answers with a one-time URL on this HTTP server, which the
+//! The CRI streaming server. The Exec, Attach and PortForward RPCs do not carry their
+//! sessions themselves: each answers with a one-time URL on this HTTP server, which the
 //! caller (kubelet, proxying `kubectl exec`; crictl; `crius exec -it`) then opens and
 //! upgrades to SPDY/3.1, the protocol kubelet and the Go clients speak. The sessions'
 //! protocols on top of SPDY are Kubernetes' own:
 //!
-//! - [`remote_command`]: exec (`v4.channel.k8s.io` down to `channel.k8s.io`):
+//! - [`remote_command`]: exec and attach (`v4.channel.k8s.io` down to `channel.k8s.io`):
 //!   one SPDY stream each for the error/status, stdin, stdout, stderr and terminal
 //!   resizes;
 //! - [`port_forward`]: `portforward.k8s.io`, a data and an error stream per connection
@@ -71,7 +71,18 @@ pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone)]
 pub enum StreamRequest {
     Exec(ExecSession),
+    Attach(AttachSession),
     PortForward(PortForwardSession),
+}
+
+/// An attach session's request: which of the container's stdio streams it joins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachSession {
+    pub container_id: String,
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
 }
 
 /// An exec session's request: the command and which stdio streams it gets.
@@ -96,6 +107,7 @@ impl StreamRequest {
     fn kind(&self) -> &'static str {
         match self {
             StreamRequest::Exec(_) => "exec",
+            StreamRequest::Attach(_) => "attach",
             StreamRequest::PortForward(_) => "portforward",
         }
     }
@@ -129,6 +141,14 @@ pub trait Backend: Send + Sync + 'static {
         request: ExecSession,
         streams: ProcessStreams,
     ) -> impl Future<Output = Result<i32, BackendError>> + Send;
+
+    /// Joins `streams` to the running container's own stdio until the container exits
+    /// or the client goes: what it prints from now on, and its stdin.
+    fn run_attach(
+        &self,
+        request: AttachSession,
+        streams: ProcessStreams,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// A connection to `port` on the loopback of pod `pod_sandbox_id`'s network.
     fn connect_to_pod(
@@ -325,6 +345,9 @@ fn route<B: Backend>(
         match stream_request {
             StreamRequest::Exec(request) => {
                 remote_command::serve_exec(session, &negotiated, request, backend.as_ref()).await
+            }
+            StreamRequest::Attach(request) => {
+                remote_command::serve_attach(session, &negotiated, request, backend.as_ref()).await
             }
             StreamRequest::PortForward(request) => {
                 port_forward::serve(session, request, backend).await

@@ -1,4 +1,4 @@
-//! Exec sessions, Kubernetes' "remote command" protocol over SPDY, as
+//! Exec and attach sessions, Kubernetes' "remote command" protocol over SPDY, as
 //! kubelet's streaming server serves it (`k8s.io/kubelet/pkg/cri/streaming/remotecommand`).
 //!
 //! The client opens one stream per part of the process's stdio it asked for, each named
@@ -16,7 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::spdy::Stream;
-use super::{Backend, BackendError, ExecSession, ProcessStreams, SpdySession, TerminalSize};
+use super::{
+    AttachSession, Backend, BackendError, ExecSession, ProcessStreams, SpdySession, TerminalSize,
+};
 
 /// The protocols spoken, most preferred first (the client's order decides).
 pub const PROTOCOLS: &[&str] = &[
@@ -99,6 +101,32 @@ pub async fn serve_exec<B: Backend>(
     })
     .await;
     tracing::debug!(?command, "exec session ended");
+}
+
+/// Serves an attach session: joins the client's streams to the container's stdio.
+pub async fn serve_attach<B: Backend>(
+    session: SpdySession,
+    protocol: &str,
+    request: AttachSession,
+    backend: &B,
+) {
+    let wanted = Wanted::new(
+        protocol,
+        request.stdin,
+        request.stdout,
+        request.stderr,
+        request.tty,
+    );
+    let connection = session.connection.clone();
+    serve(session, protocol, wanted, |streams| async move {
+        // An attach lasts as long as its container: a client that leaves ends it (an
+        // exec instead runs to its end, its output going nowhere).
+        tokio::select! {
+            attached = backend.run_attach(request, streams) => attached.map(|()| None),
+            () = connection.closed() => Ok(None),
+        }
+    })
+    .await;
 }
 
 /// The session's course: streams, work (`Some(code)`: a non-zero exit), status, end.
