@@ -16,6 +16,9 @@ use crate::runtime::Runtime;
 use crate::Bench;
 
 const SLEEP: [&str; 2] = ["sleep", "3600"];
+/// How long pod-memory's pods sit without calls before their shims are measured again.
+const SHIM_SETTLE: Duration = Duration::from_secs(30);
+
 /// Containers per pod in `list-containers`.
 const LIST_CONTAINERS_PER_POD: usize = 10;
 const LIST_CALLS: usize = 100;
@@ -114,6 +117,9 @@ pub async fn pod_memory(bench: &Bench) -> Result<Vec<Metric>, BenchError> {
     let mut shim_rss = Metric::new("shim RSS per pod", "MiB", count);
     let mut shim_pss = Metric::new("shim PSS per pod", "MiB", count);
     let mut overhead = Metric::new("pod overhead PSS (shim + pause)", "MiB", count);
+    let idle_label = format!("idle {} s", SHIM_SETTLE.as_secs());
+    let mut settled_rss = Metric::new(format!("shim RSS per pod, {idle_label}"), "MiB", count);
+    let mut settled_pss = Metric::new(format!("shim PSS per pod, {idle_label}"), "MiB", count);
     for (index, runtime) in bench.runtimes.iter().enumerate() {
         let daemon_pid = runtime.pid.ok_or(BenchError::MissingPid {
             scenario: "pod-memory",
@@ -135,6 +141,7 @@ pub async fn pod_memory(bench: &Bench) -> Result<Vec<Metric>, BenchError> {
                     .push(procfs::memory(daemon_pid)?.rss_kib as f64 / 1024.0);
             }
             if step == 0 {
+                let mut shims = Vec::new();
                 for pod in &pods {
                     let pid = runtime.pod_pid(pod).await?;
                     // crius reports its shim; containerd its pause process, child of the shim.
@@ -151,12 +158,22 @@ pub async fn pod_memory(bench: &Bench) -> Result<Vec<Metric>, BenchError> {
                     shim_rss.samples[index].push(shim_memory.rss_kib as f64 / 1024.0);
                     shim_pss.samples[index].push(shim_memory.pss_kib as f64 / 1024.0);
                     overhead.samples[index].push((shim_memory.pss_kib + pause_pss) as f64 / 1024.0);
+                    shims.push(shim);
+                }
+                // What a pod costs for most of its life: its shim after a while without
+                // calls (crius's gives back its code pages after 10 s idle; Go's runtime
+                // returns memory on its own schedule).
+                tokio::time::sleep(SHIM_SETTLE.saturating_sub(bench.idle)).await;
+                for shim in shims {
+                    let shim_memory = procfs::memory(shim)?;
+                    settled_rss.samples[index].push(shim_memory.rss_kib as f64 / 1024.0);
+                    settled_pss.samples[index].push(shim_memory.pss_kib as f64 / 1024.0);
                 }
             }
         }
         remove_all(runtime, &pods).await?;
     }
-    daemon.extend([shim_rss, shim_pss, overhead]);
+    daemon.extend([shim_rss, shim_pss, overhead, settled_rss, settled_pss]);
     Ok(daemon)
 }
 

@@ -33,6 +33,7 @@ use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, sethostname, setsi
 use super::events::EventPublisher;
 use super::pid_namespace::PidNamespaceInit;
 use super::reaper::Reaper;
+use super::resident::{IdleTrimmer, IDLE_INTERVAL};
 use super::runc::{dev_null, OciRuntime, Runc};
 use super::task::TaskService;
 use super::task_api::serve_both;
@@ -228,7 +229,10 @@ fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), Sh
         &manager_log,
         &format!("crius-shim {} serving on {address}", options.id),
     );
-    let _ = shutdown.recv();
+    let mut trimmer = IdleTrimmer::default();
+    while let Err(mpsc::RecvTimeoutError::Timeout) = shutdown.recv_timeout(IDLE_INTERVAL) {
+        trimmer.tick();
+    }
     server.shutdown();
     events.flush(EVENT_FLUSH_TIMEOUT);
     if let Some(init) = pid_namespace {

@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +49,10 @@ const MAX_RETRIES: u32 = 5;
 
 /// Deadline of one Forward call (containerd: 5 s).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the connection to the events address is kept after the last event: a burst
+/// (create, start, exec…) shares one.
+const CONNECTION_IDLE: Duration = Duration::from_secs(1);
 
 /// How many recent topics [`TaskEvents`] keeps per task: ExecSync probes add three
 /// events each, so the history must not grow with the container's age.
@@ -474,7 +478,20 @@ struct Forwarder {
 impl Forwarder {
     /// Forwards events in order until every publisher is dropped.
     fn run(mut self, received: Receiver<Work>) {
-        for work in received.iter() {
+        loop {
+            let work = match received.recv_timeout(CONNECTION_IDLE) {
+                Ok(work) => work,
+                Err(RecvTimeoutError::Timeout) => {
+                    // ttrpc's synchronous client polls its socket every 10 ms while it
+                    // lives: an idle shim holds no connection.
+                    self.client = None;
+                    match received.recv() {
+                        Ok(work) => work,
+                        Err(_) => return,
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
             match work {
                 Work::Event(queued) => self.forward_with_retries(&queued),
                 Work::Flush(done) => {

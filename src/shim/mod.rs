@@ -13,6 +13,7 @@
 //! - [`task`]: containerd's shim v2 Task service over ttrpc (create, start, kill, wait,
 //!   state, delete, shutdown), publishing task events.
 //! - [`reaper`]: the subreaper that collects every exit exactly once.
+//! - [`resident`]: giving back the shim's resident code pages while it idles.
 //! - [`runc`]: containers run through an OCI runtime with runc's command line and a
 //!   private `--root`: a runtime handler's binary, or [`embedded`].
 //! - [`embedded`]: `crius-shim oci`, the OCI runtime built into the shim (libcontainer).
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod pid_namespace;
 pub mod process_io;
 pub mod reaper;
+pub mod resident;
 pub mod runc;
 pub mod stdin;
 pub mod stdio_uri;
