@@ -223,9 +223,6 @@ async fn every_other_rpc_answers_unimplemented_naming_itself() {
     check!(
         rt.update_container_resources(UpdateContainerResourcesRequest) = "UpdateContainerResources"
     );
-    check!(rt.exec(ExecRequest) = "Exec");
-    check!(rt.attach(AttachRequest) = "Attach");
-    check!(rt.port_forward(PortForwardRequest) = "PortForward");
     check!(rt.stream_container_stats(StreamContainerStatsRequest) = "StreamContainerStats");
     check!(rt.pod_sandbox_stats(PodSandboxStatsRequest) = "PodSandboxStats");
     check!(rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest) = "ListPodSandboxStats");
