@@ -16,7 +16,8 @@
 //! - [`resident`]: giving back the shim's resident code pages while it idles.
 //! - [`runc`]: containers run through an OCI runtime with runc's command line and a
 //!   private `--root`: a runtime handler's binary, or [`embedded`].
-//! - [`embedded`]: `crius-shim oci`, the OCI runtime built into the shim (libcontainer).
+//! - [`embedded`]: `crius-oci`, crius's own OCI runtime (libcontainer), which the shim runs
+//!   as it runs runc.
 //! - [`cri_log`]: container output written in the CRI log format.
 //! - [`process_io`]: a process's stdio: pipes or a terminal ([`console`]), and a stdin
 //!   fed from a FIFO that CloseIO can close ([`stdin`]).
