@@ -128,6 +128,16 @@ impl Cleanup {
         self.dir.path()
     }
 
+    /// A shim manager with its state under this test's directory, in its namespace.
+    fn shim_manager(&self) -> ShimManager {
+        ShimManager::new(
+            Path::new(env!("CARGO_BIN_EXE_crius-shim")),
+            &self.path().join("state"),
+        )
+        .unwrap()
+        .with_namespace(&self.namespace)
+    }
+
     /// Asserts that nothing the test started is left.
     fn assert_nothing_left(&self) {
         if let Some(pid) = self.shim_pid {
@@ -226,12 +236,7 @@ fn process(bundle: &Path, args: &[&str]) -> Vec<u8> {
 fn container_lifecycle(flavour: Flavour) {
     let mut cleanup = Cleanup::new("lifecycle");
     let dir = cleanup.path().to_path_buf();
-    let manager = ShimManager::new(
-        Path::new(env!("CARGO_BIN_EXE_crius-shim")),
-        &dir.join("state"),
-    )
-    .unwrap()
-    .with_namespace(&cleanup.namespace);
+    let manager = cleanup.shim_manager();
     let events = manager.events().subscribe();
     let runc_root = dir.join("runc-root");
     let bundle = busybox_bundle(&dir, &["sh", "-c", "echo hello; exec sleep 1000"]);
@@ -392,12 +397,7 @@ fn assert_lifecycle(received: &[ReceivedEvent], id: &str, exec_id: &str, pid: u3
 fn a_dead_crius_shims_container_is_cleaned_up_by_its_delete_action() {
     let mut cleanup = Cleanup::new("delete");
     let dir = cleanup.path().to_path_buf();
-    let manager = ShimManager::new(
-        Path::new(env!("CARGO_BIN_EXE_crius-shim")),
-        &dir.join("state"),
-    )
-    .unwrap()
-    .with_namespace(&cleanup.namespace);
+    let manager = cleanup.shim_manager();
     let bundle = busybox_bundle(&dir, &["sleep", "1000"]);
     let id = unique("c");
     cleanup.runc_state = Some(bundle.join("runc"));
