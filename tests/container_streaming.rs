@@ -220,18 +220,22 @@ async fn attach_url(client: &mut CriClient, container: &str, stdin: bool) -> Str
 }
 
 /// One attach session typing `input`, its output read until it ends with `ending`; the
-/// session goes on in the returned task, its stdin open while `typing` is.
+/// session goes on in the returned task, its stdin open while `typing` is, its stdout
+/// and stderr readable from the returned ends.
+struct Attached {
+    session: tokio::task::JoinHandle<Result<(), ClientError>>,
+    typing: tokio::io::DuplexStream,
+    out: tokio::io::DuplexStream,
+    err: tokio::io::DuplexStream,
+    seen: String,
+}
+
 async fn attach_and_type(
     client: &mut CriClient,
     container: &str,
     input: &str,
     ending: &str,
-) -> (
-    tokio::task::JoinHandle<Result<(), ClientError>>,
-    tokio::io::DuplexStream,
-    tokio::io::DuplexStream,
-    String,
-) {
+) -> Attached {
     let url = attach_url(client, container, true).await;
     let (mut typing, stdin) = tokio::io::duplex(1024);
     let ((stdout, mut out), (stderr, err)) = (sink(), sink());
@@ -248,7 +252,13 @@ async fn attach_and_type(
     tokio::time::sleep(Duration::from_millis(300)).await;
     typing.write_all(input.as_bytes()).await.unwrap();
     let seen = read_until(&mut out, ending).await;
-    (session, typing, err, seen)
+    Attached {
+        session,
+        typing,
+        out,
+        err,
+        seen,
+    }
 }
 
 async fn attach_sessions_join_the_containers_own_stdio(handler: &str) {
@@ -263,23 +273,30 @@ async fn attach_sessions_join_the_containers_own_stdio(handler: &str) {
     shell.stdin = true;
     let shell = create(&mut client, &pod, &config, shell).await.unwrap();
     start(&mut client, &shell).await;
-    let (session, typing, err, seen) =
-        attach_and_type(&mut client, &shell, "echo one; echo two >&2\n", "one\n").await;
-    assert_eq!(seen, "one\n");
-    drop(typing);
+    let mut first = attach_and_type(&mut client, &shell, "echo one; echo two >&2\n", "one\n").await;
+    assert_eq!(first.seen, "one\n");
+    // Output arrives as printed, not line by line: a prompt shows before its newline.
+    first
+        .typing
+        .write_all(b"printf 'no newline yet'\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_until(&mut first.out, "no newline yet").await,
+        "no newline yet"
+    );
+    assert_eq!(read_until(&mut first.err, "two\n").await, "two\n");
+    drop(first.typing);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         status(&mut client, &shell).await.state,
         ContainerState::ContainerRunning as i32,
         "the first session's stdin ending must not end the container's"
     );
-    session.abort();
-    let mut err = err;
-    assert_eq!(read_until(&mut err, "two\n").await, "two\n");
-    let (session, _typing, _err, seen) =
-        attach_and_type(&mut client, &shell, "echo three; exit 3\n", "three\n").await;
-    assert_eq!(seen, "three\n", "only what comes after the attach");
-    session.await.unwrap().unwrap();
+    first.session.abort();
+    let second = attach_and_type(&mut client, &shell, "echo three; exit 3\n", "three\n").await;
+    assert_eq!(second.seen, "three\n", "only what comes after the attach");
+    second.session.await.unwrap().unwrap();
     assert_eq!(wait_exited(&mut client, &shell).await.exit_code, 3);
 
     // stdin_once: the first session's stdin ending closes the container's.
@@ -287,11 +304,10 @@ async fn attach_sessions_join_the_containers_own_stdio(handler: &str) {
     (once.stdin, once.stdin_once) = (true, true);
     let once = create(&mut client, &pod, &config, once).await.unwrap();
     start(&mut client, &once).await;
-    let (session, typing, _err, seen) =
-        attach_and_type(&mut client, &once, "echo hello\n", "hello\n").await;
-    assert_eq!(seen, "hello\n");
-    drop(typing);
-    tokio::time::timeout(Duration::from_secs(20), session)
+    let once_attached = attach_and_type(&mut client, &once, "echo hello\n", "hello\n").await;
+    assert_eq!(once_attached.seen, "hello\n");
+    drop(once_attached.typing);
+    tokio::time::timeout(Duration::from_secs(20), once_attached.session)
         .await
         .expect("the session ends with the container")
         .unwrap()

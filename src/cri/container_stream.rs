@@ -11,8 +11,10 @@
 //!
 //! An attach joins the container's own stdio: its stdin FIFO (which the shim holds open
 //! across sessions, and closes when the first session's stdin ends for `stdin_once`)
-//! and its output as the shim logs it, followed from the log's end, record by record,
-//! until the container exits or the client goes.
+//! and its output, raw and as it comes, from the shim's attach socket (see
+//! `crate::shim::cri_log`), until the output ends or the client goes. A shim without one
+//! (started by an older crius) is followed through the container's CRI log instead,
+//! line by line.
 
 use std::future::Future;
 use std::time::Duration;
@@ -269,37 +271,16 @@ impl Cri {
             }
             None => None,
         };
-        let log_path = std::path::PathBuf::from(&container.log_path);
-        let mut log = LogTail::from_end(&log_path);
-        loop {
-            // The exit is recorded once the output is in the log: read after seeing it,
-            // the log holds all of it.
-            let running = self
-                .container(&container.id)
-                .is_ok_and(|record| record.is_running());
-            let records = log
-                .read_records()
-                .map_err(|err| io_error("read", &log_path, err))?;
-            let mut client_gone = false;
-            for record in records {
-                let sink = match (record.stream, container.tty) {
-                    (Stream::Stdout, _) | (Stream::Stderr, true) => stdout.as_mut(),
-                    (Stream::Stderr, false) => stderr.as_mut(),
-                };
-                if let Some(sink) = sink {
-                    let newline: &[u8] = if record.partial { b"" } else { b"\n" };
-                    let written = async {
-                        sink.write_all(&record.content).await?;
-                        sink.write_all(newline).await?;
-                        sink.flush().await
-                    };
-                    client_gone |= written.await.is_err();
-                }
-            }
-            if client_gone || !running {
-                break;
-            }
-            tokio::time::sleep(ATTACH_POLL_INTERVAL).await;
+        let outputs = AttachOutputs {
+            stdout: stdout.as_mut(),
+            stderr: stderr.as_mut(),
+            tty: container.tty,
+        };
+        let socket = self.shims.attach_socket(&container.sandbox_id);
+        match tokio::net::UnixStream::connect(&socket).await {
+            Ok(connection) => follow_attached_output(connection, &container.id, outputs).await,
+            // A shim without attach (another shim v2 binary): output from the log.
+            Err(_) => self.follow_log_output(&container, outputs).await?,
         }
         for sink in [stdout.as_mut(), stderr.as_mut()].into_iter().flatten() {
             let _ = sink.shutdown().await;
@@ -311,6 +292,95 @@ impl Cri {
         // a `stdin_once` container's stdin.
         drop(feeding);
         Ok(())
+    }
+}
+
+/// Where an attach session's output goes: with a terminal, all of it to stdout.
+struct AttachOutputs<'a> {
+    stdout: Option<&'a mut Box<dyn AsyncWrite + Send + Unpin>>,
+    stderr: Option<&'a mut Box<dyn AsyncWrite + Send + Unpin>>,
+    tty: bool,
+}
+
+impl AttachOutputs<'_> {
+    /// Writes output of `stream`; an error means the client has gone.
+    async fn write(&mut self, stream: Stream, data: &[u8]) -> std::io::Result<()> {
+        let sink = match (stream, self.tty) {
+            (Stream::Stdout, _) | (Stream::Stderr, true) => self.stdout.as_mut(),
+            (Stream::Stderr, false) => self.stderr.as_mut(),
+        };
+        if let Some(sink) = sink {
+            sink.write_all(data).await?;
+            sink.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Passes the output the shim hands out on `connection` for container `id` (see
+/// `crate::shim::cri_log`: raw, as it comes) on, until it ends or the client goes.
+async fn follow_attached_output(
+    mut connection: tokio::net::UnixStream,
+    id: &str,
+    mut outputs: AttachOutputs<'_>,
+) {
+    use tokio::io::AsyncReadExt;
+    if connection
+        .write_all(format!("{id}\n").as_bytes())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut header = [0u8; 5];
+    let mut data = Vec::new();
+    while connection.read_exact(&mut header).await.is_ok() {
+        let stream = match header[0] {
+            crate::shim::cri_log::ATTACH_STDERR => Stream::Stderr,
+            _ => Stream::Stdout,
+        };
+        let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        data.resize(length, 0);
+        if connection.read_exact(&mut data).await.is_err()
+            || outputs.write(stream, &data).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+impl Cri {
+    /// Passes container's output on from its CRI log, record by record (lines whole),
+    /// until it exits or the client goes.
+    async fn follow_log_output(
+        &self,
+        container: &crate::store::ContainerRecord,
+        mut outputs: AttachOutputs<'_>,
+    ) -> Result<(), CriError> {
+        let log_path = std::path::PathBuf::from(&container.log_path);
+        let mut log = LogTail::from_end(&log_path);
+        loop {
+            // The exit is recorded once the output is in the log: read after seeing it,
+            // the log holds all of it.
+            let running = self
+                .container(&container.id)
+                .is_ok_and(|record| record.is_running());
+            let records = log
+                .read_records()
+                .map_err(|err| io_error("read", &log_path, err))?;
+            for mut record in records {
+                if !record.partial {
+                    record.content.push(b'\n');
+                }
+                if outputs.write(record.stream, &record.content).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if !running {
+                return Ok(());
+            }
+            tokio::time::sleep(ATTACH_POLL_INTERVAL).await;
+        }
     }
 }
 

@@ -80,6 +80,11 @@ impl PodShims {
         blocking(move || manager.delete_orphan(&sandbox, &id, &runtime)).await
     }
 
+    /// Where the shim of `sandbox_id` hands out container output to attach clients.
+    pub(super) fn attach_socket(&self, sandbox_id: &str) -> std::path::PathBuf {
+        self.manager.attach_socket(sandbox_id)
+    }
+
     /// Deletes the files of the exited shim of a removed pod.
     pub(super) fn remove_files(&self, sandbox_id: &str) -> Result<(), CriError> {
         Ok(self.manager.remove_files(sandbox_id)?)

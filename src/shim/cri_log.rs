@@ -5,11 +5,15 @@
 //! its lines ended by the terminal's `\r\n` (both dropped, as containerd drops them).
 //!
 //! The shim writes it ([`CriLog`]); criusd (attach) and the CLI (`crius logs`) read it
-//! back ([`LogTail`]).
+//! back ([`LogTail`]). While a container runs, the same output also goes, raw and as it
+//! comes, to the attach clients the shim hands its log ([`CriLog::attach`]): framed as
+//! one byte for the stream (1 stdout, 2 stderr), a big-endian u32 length, the bytes.
+//! They are told the end by the connection closing once the output has ended.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -140,7 +144,24 @@ impl LogTail {
 pub struct CriLog {
     path: PathBuf,
     file: Mutex<File>,
+    attached: Mutex<Attached>,
 }
+
+/// The attach clients of a container's output.
+#[derive(Default)]
+struct Attached {
+    clients: Vec<UnixStream>,
+    /// The output has ended: no more clients.
+    ended: bool,
+}
+
+/// How long a write to an attach client may block the output before the client is
+/// dropped: a stalled client must not stall the container.
+const ATTACH_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Attach frames' stream bytes.
+pub const ATTACH_STDOUT: u8 = 1;
+pub const ATTACH_STDERR: u8 = 2;
 
 impl CriLog {
     /// Opens (creating, appending) the log file at `path`.
@@ -152,7 +173,48 @@ impl CriLog {
         Ok(Arc::new(CriLog {
             path: path.to_path_buf(),
             file: Mutex::new(file),
+            attached: Mutex::new(Attached::default()),
         }))
+    }
+
+    /// Passes the output on to `client` from now on, until it ends (then the connection
+    /// is closed); a client of output that has ended is closed at once.
+    pub fn attach(&self, client: UnixStream) {
+        let mut attached = self.attached();
+        if !attached.ended && client.set_write_timeout(Some(ATTACH_WRITE_TIMEOUT)).is_ok() {
+            attached.clients.push(client);
+        }
+    }
+
+    /// Sends a chunk of raw output to the attach clients, dropping those that fail.
+    fn fan_out(&self, stream: Stream, data: &[u8]) {
+        let mut attached = self.attached();
+        if attached.clients.is_empty() || data.is_empty() {
+            return;
+        }
+        let mut frame = Vec::with_capacity(5 + data.len());
+        frame.push(match stream {
+            Stream::Stdout => ATTACH_STDOUT,
+            Stream::Stderr => ATTACH_STDERR,
+        });
+        frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        frame.extend_from_slice(data);
+        attached
+            .clients
+            .retain_mut(|client| client.write_all(&frame).is_ok());
+    }
+
+    /// The output has ended: closes the attach clients' connections.
+    fn end_attached(&self) {
+        let mut attached = self.attached();
+        attached.ended = true;
+        attached.clients.clear();
+    }
+
+    fn attached(&self) -> std::sync::MutexGuard<'_, Attached> {
+        self.attached
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     pub fn path(&self) -> &Path {
@@ -251,6 +313,7 @@ fn copy_lines(
                     Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
                 };
+                log.fan_out(stream, &buffer[..read]);
                 pending.extend_from_slice(&buffer[..read]);
                 let mut start = 0;
                 while let Some(newline) = pending[start..].iter().position(|&b| b == b'\n') {
@@ -267,7 +330,9 @@ fn copy_lines(
             if !pending.is_empty() {
                 log.write_line(stream, &pending[..line_of(&pending)]);
             }
-            open.close_one();
+            if open.close_one() {
+                log.end_attached();
+            }
         })
 }
 
@@ -287,14 +352,15 @@ impl OpenStreams {
         })
     }
 
-    /// Marks one stream as having reached its end.
-    pub fn close_one(&self) {
+    /// Marks one stream as having reached its end; whether it was the last one.
+    pub fn close_one(&self) -> bool {
         let mut open = self
             .open
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         *open = open.saturating_sub(1);
         self.closed.notify_all();
+        *open == 0
     }
 
     /// Waits until every stream reached its end, at most `timeout`.

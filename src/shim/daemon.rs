@@ -22,6 +22,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -207,6 +208,20 @@ fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), Sh
         pid_namespace.as_ref().map(PidNamespaceInit::pid),
         events.clone(),
     );
+    let attach_socket = attach_socket_of(&options.socket);
+    let _ = std::fs::remove_file(&attach_socket);
+    let attach = UnixListener::bind(&attach_socket).map_err(|source| ShimError::Io {
+        what: "listen for attach clients",
+        source,
+    })?;
+    let attaching = service.clone();
+    std::thread::Builder::new()
+        .name("attach".into())
+        .spawn(move || serve_attach(attach, &attaching))
+        .map_err(|source| ShimError::Io {
+            what: "start the attach listener",
+            source,
+        })?;
     let socket = &options.socket;
     let _ = std::fs::remove_file(socket);
     let address = format!("unix://{}", socket.display());
@@ -239,7 +254,46 @@ fn serve(options: &ShimOptions, mut ready: std::io::PipeWriter) -> Result<(), Sh
         init.stop(&reaper);
     }
     let _ = std::fs::remove_file(socket);
+    let _ = std::fs::remove_file(attach_socket);
     Ok(())
+}
+
+/// The socket where attach clients get a container's output from the shim serving on
+/// `shim_socket`: beside it, named after it (`<socket>.attach`; short, for the 107 bytes
+/// a unix socket path may take). A client sends the container's id and a newline, then
+/// reads its output as [`super::cri_log`] frames it, until the connection closes at the
+/// output's end.
+pub fn attach_socket_of(shim_socket: &Path) -> PathBuf {
+    let mut path = shim_socket.as_os_str().to_os_string();
+    path.push(".attach");
+    PathBuf::from(path)
+}
+
+/// The most an attach client's request (a container id and a newline) may take.
+const ATTACH_REQUEST_MAX: usize = 256;
+
+/// Hands each attach client the output of the container it names.
+fn serve_attach(listener: UnixListener, service: &TaskService) {
+    for connection in listener.incoming() {
+        let Ok(mut client) = connection else {
+            continue;
+        };
+        // Only criusd (root, the shim's directory) connects; still, a client that says
+        // nothing must not hold the listener for long.
+        let _ = client.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let mut id = Vec::new();
+        let mut byte = [0u8; 1];
+        while id.len() < ATTACH_REQUEST_MAX {
+            match client.read(&mut byte) {
+                Ok(1) if byte[0] != b'\n' => id.push(byte[0]),
+                _ => break,
+            }
+        }
+        if let Ok(id) = String::from_utf8(id) {
+            // An unknown container: the client's connection closes, which says so.
+            let _ = service.attach_output(&id, client);
+        }
+    }
 }
 
 /// The socket a shim serves on when not told: containerd-shim-runc-v2's choice,

@@ -31,7 +31,7 @@ use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim::oci::ProcessDetails;
 use containerd_shim_protos::ttrpc::{self, context};
 
-use super::daemon::PodNamespaces;
+use super::daemon::{attach_socket_of, PodNamespaces};
 use super::events::{EventServer, TaskEvents};
 use super::launcher::{Bootstrap, Launcher, ShimCommand};
 use super::metrics::{unpack, TaskMetrics};
@@ -250,11 +250,17 @@ impl ShimManager {
         self.dir.join(sandbox_id)
     }
 
+    /// Where the shim of `sandbox_id` hands out its containers' output to attach clients
+    /// (crius-shim's, see [`attach_socket_of`]).
+    pub fn attach_socket(&self, sandbox_id: &str) -> PathBuf {
+        attach_socket_of(&self.sockets.join(sandbox_id))
+    }
+
     /// The socket of the shim of `sandbox_id`: `<state>/s/<id>`, short because a unix
-    /// socket path may not exceed 107 bytes.
+    /// socket path may not exceed 107 bytes (nor may its attach socket's, a little longer).
     pub fn socket(&self, sandbox_id: &str) -> Result<PathBuf, ShimError> {
         let socket = self.sockets.join(sandbox_id);
-        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        if attach_socket_of(&socket).as_os_str().len() > MAX_SOCKET_PATH {
             return Err(ShimError::InvalidArgument(format!(
                 "shim socket path {} is longer than {MAX_SOCKET_PATH} bytes: choose a shorter `state` directory",
                 socket.display()
@@ -342,6 +348,7 @@ impl ShimManager {
             _ => Ok(()),
         };
         gone(std::fs::remove_dir_all(self.shim_dir(sandbox_id)))?;
+        gone(std::fs::remove_file(self.attach_socket(sandbox_id)))?;
         gone(std::fs::remove_file(self.sockets.join(sandbox_id)))
     }
 

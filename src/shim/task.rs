@@ -456,6 +456,18 @@ impl TaskService {
         }
     }
 
+    /// Hands container `id`'s output to an attach client, from now on until it ends (see
+    /// [`CriLog::attach`]).
+    pub fn attach_output(
+        &self,
+        id: &str,
+        client: std::os::unix::net::UnixStream,
+    ) -> Result<(), ShimError> {
+        let log = self.lock().container(id)?.log.clone();
+        log.attach(client);
+        Ok(())
+    }
+
     fn state_of(&self, id: &str) -> Result<StateResponse, ShimError> {
         let state = self.lock();
         let container = state.container(id)?;
