@@ -234,6 +234,27 @@ fn a_detached_container_through_ps_logs_exec_stop_start_and_rm() {
         "{}",
         on_tty.stderr
     );
+    // attach: the output from then on, each stream to its own, and the exit code.
+    cli.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "late",
+        &cli.image,
+        "sh",
+        "-c",
+        "sleep 1; echo late; echo oops >&2; exit 5",
+    ]);
+    let attached = cli.run(&["attach", "late"]);
+    assert_eq!(
+        (
+            attached.code,
+            attached.stdout.as_str(),
+            attached.stderr.as_str()
+        ),
+        (5, "late\n", "oops\n")
+    );
+    assert_eq!(cli.ok(&["rm", "late"]), "late\n");
 
     // Running: rm refuses without -f.
     let refused = cli.fails(&["rm", "web"]);

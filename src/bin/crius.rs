@@ -155,6 +155,13 @@ enum Command {
         tail: Option<usize>,
         container: String,
     },
+    /// Join a running container's own stdio until it exits, and exit with its exit code.
+    Attach {
+        /// Leave the container's stdin alone.
+        #[arg(long)]
+        no_stdin: bool,
+        container: String,
+    },
     /// Run a command in a running container, its output streamed as it comes, and exit
     /// with its exit code.
     Exec {
@@ -294,6 +301,12 @@ fn main() -> ExitCode {
             } => crius::cli::logs(&address, &container, follow, tail)
                 .await
                 .map(printed),
+            Command::Attach {
+                no_stdin,
+                container,
+            } => crius::cli::attach(&address, &container, no_stdin)
+                .await
+                .map(exited),
             Command::Exec {
                 interactive,
                 tty,

@@ -18,10 +18,11 @@ use super::resolve::{self, container_name, short_id};
 use super::run::{self, LOG_DIRECTORY_ANNOTATION, MANAGED_LABEL};
 use super::{images, rpc_error, table, terminal, CliError};
 use crate::cri::api::{
-    Container, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatus,
-    ContainerStatusRequest, ExecRequest, ListContainersRequest, ListPodSandboxRequest,
-    PodSandboxFilter, PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, StopContainerRequest, StopPodSandboxRequest,
+    AttachRequest, Container, ContainerFilter, ContainerState, ContainerStateValue,
+    ContainerStatus, ContainerStatusRequest, ExecRequest, ListContainersRequest,
+    ListPodSandboxRequest, PodSandboxFilter, PodSandboxState, PodSandboxStatus,
+    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use crate::cri::client::CriClient;
 use crate::streaming::client::ExecIo;
@@ -465,6 +466,59 @@ pub async fn exec(
         resizes: tty.then(terminal::window_sizes).flatten(),
     };
     Ok(crate::streaming::client::exec(&url, io).await?)
+}
+
+/// `crius attach [--no-stdin] CONTAINER`: joins the running container's own stdio (an
+/// Attach session): its output as it comes, this process's stdin when the container
+/// keeps one open (unless `no_stdin`), with its terminal if it has one (this terminal in
+/// raw mode meanwhile). Returns once the container exits (its exit code) or the session
+/// ends.
+pub async fn attach(address: &str, key: &str, no_stdin: bool) -> Result<i32, CliError> {
+    let mut client = CriClient::connect(address).await?;
+    let container = resolve::container(&mut client, key).await?;
+    let (_, info) = container_status(&mut client, &container.id, true).await?;
+    let tty = info
+        .get("info")
+        .and_then(|info| serde_json::from_str::<Value>(info).ok())
+        .and_then(|info| info["runtimeSpec"]["process"]["terminal"].as_bool())
+        .unwrap_or(false);
+    let request = |stdin: bool| AttachRequest {
+        container_id: container.id.clone(),
+        stdin,
+        stdout: true,
+        stderr: !tty,
+        tty,
+    };
+    let asked = client.runtime.attach(request(!no_stdin)).await;
+    let (url, stdin) = match asked {
+        Ok(response) => (response.into_inner().url, !no_stdin),
+        // A container without an open stdin: its output alone.
+        Err(status) if status.code() == tonic::Code::FailedPrecondition && !no_stdin => {
+            let response = client
+                .runtime
+                .attach(request(false))
+                .await
+                .map_err(rpc_error("Attach"))?;
+            (response.into_inner().url, false)
+        }
+        Err(status) => return Err(rpc_error("Attach")(status)),
+    };
+    let raw = tty.then(terminal::RawMode::enter).flatten();
+    let io = ExecIo {
+        stdin: stdin.then(|| Box::new(tokio::io::stdin()) as _),
+        stdout: Some(Box::new(tokio::io::stdout())),
+        stderr: (!tty).then(|| Box::new(tokio::io::stderr()) as _),
+        tty,
+        resizes: tty.then(terminal::window_sizes).flatten(),
+    };
+    crate::streaming::client::attach(&url, io).await?;
+    drop(raw);
+    let (status, _) = container_status(&mut client, &container.id, false).await?;
+    Ok(if status.state == ContainerState::ContainerExited as i32 {
+        status.exit_code
+    } else {
+        0
+    })
 }
 
 /// `crius inspect NAME`: the container, else the pod, else the image that `key` names, as

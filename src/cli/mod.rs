@@ -5,7 +5,7 @@
 //! - `images`: `crius pull`, `images`, `rmi`, `load`, `save` (and image `inspect`).
 //! - `run`: `crius run`, and the re-creation `crius start` uses for exited containers.
 //! - `containers`: `crius ps`, `pods`, `stop`, `start`, `rm`, `container prune`, `exec`,
-//!   `inspect` (container, then pod, then image).
+//!   `attach`, `inspect` (container, then pod, then image).
 //! - `logs`: `crius logs`, and the log following of a foreground `crius run`.
 //! - `ports`: `crius run -p`, `crius port`, and the PORTS column of `crius ps`.
 //! - `resolve`: which container or pod a user's id prefix or name means.
@@ -20,7 +20,7 @@ mod run;
 mod runtime_info;
 mod terminal;
 
-pub use containers::{exec, inspect, pods, prune, ps, rm, start, stop};
+pub use containers::{attach, exec, inspect, pods, prune, ps, rm, start, stop};
 pub use images::{images, load, pull, rmi, save};
 pub use logs::logs;
 pub use ports::{
