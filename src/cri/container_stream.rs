@@ -32,9 +32,10 @@ use super::sandbox_run::io_error;
 use super::{new_id, Cri, CriError};
 use crate::shim::cri_log::{LogTail, Stream};
 use crate::shim::manager::{ExecOutputFiles, Shim, TaskIo};
+use crate::store::ContainerRecord;
 use crate::streaming::{
     AttachSession, Backend, BackendError, ExecSession, PortForwardSession, ProcessStreams,
-    StreamRequest, TerminalSize,
+    SessionStdio, StreamRequest, TerminalSize,
 };
 
 /// How often an attach session looks for new output and for the container's exit.
@@ -44,35 +45,41 @@ const ATTACH_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// something it left running) before the session ends without the rest.
 const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The stdio streams a session request asks for: ExecRequest and AttachRequest carry the
+/// same four fields.
+macro_rules! requested_stdio {
+    ($request:expr) => {
+        SessionStdio {
+            tty: $request.tty,
+            stdin: $request.stdin,
+            stdout: $request.stdout,
+            stderr: $request.stderr,
+        }
+    };
+}
+
 impl Cri {
     pub(super) fn exec(&self, request: &ExecRequest) -> Result<ExecResponse, CriError> {
         let container = self.running_container(&request.container_id, "exec in it")?;
-        tracing::Span::current().record("id", container.as_str());
+        tracing::Span::current().record("id", container.id.as_str());
         if request.cmd.is_empty() {
             return Err(CriError::invalid("cmd", "is empty"));
         }
-        check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
+        let stdio = requested_stdio!(request);
+        check_streams(stdio)?;
         let url = self.stream_url(StreamRequest::Exec(ExecSession {
-            container_id: container,
+            container_id: container.id,
             cmd: request.cmd.clone(),
-            tty: request.tty,
-            stdin: request.stdin,
-            stdout: request.stdout,
-            stderr: request.stderr,
+            stdio,
         }))?;
         Ok(ExecResponse { url })
     }
 
     pub(super) fn attach(&self, request: &AttachRequest) -> Result<AttachResponse, CriError> {
-        let container = self.container(&request.container_id)?;
+        let container = self.running_container(&request.container_id, "attach to it")?;
         tracing::Span::current().record("id", container.id.as_str());
-        if !container.is_running() {
-            return Err(CriError::FailedPrecondition(format!(
-                "container {} is not running: cannot attach to it",
-                container.id
-            )));
-        }
-        check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
+        let stdio = requested_stdio!(request);
+        check_streams(stdio)?;
         if request.stdin && !container.stdin {
             return Err(CriError::FailedPrecondition(format!(
                 "container {} was created without stdin: there is none to attach to",
@@ -81,10 +88,7 @@ impl Cri {
         }
         let url = self.stream_url(StreamRequest::Attach(AttachSession {
             container_id: container.id,
-            tty: request.tty,
-            stdin: request.stdin,
-            stdout: request.stdout,
-            stderr: request.stderr,
+            stdio,
         }))?;
         Ok(AttachResponse { url })
     }
@@ -117,8 +121,9 @@ impl Cri {
         Ok(PortForwardResponse { url })
     }
 
-    /// The full id of container `id` (a unique prefix works) if it runs.
-    fn running_container(&self, id: &str, what: &str) -> Result<String, CriError> {
+    /// The record of container `id` (a unique prefix works) if it runs; else why it
+    /// cannot `what`.
+    fn running_container(&self, id: &str, what: &str) -> Result<ContainerRecord, CriError> {
         let container = self.container(id)?;
         if !container.is_running() {
             return Err(CriError::FailedPrecondition(format!(
@@ -126,7 +131,7 @@ impl Cri {
                 container.id
             )));
         }
-        Ok(container.id)
+        Ok(container)
     }
 
     fn stream_url(&self, request: StreamRequest) -> Result<String, CriError> {
@@ -144,9 +149,13 @@ impl Cri {
         request: ExecSession,
         streams: ProcessStreams,
     ) -> Result<i32, CriError> {
-        let container = self.running_container(&request.container_id, "exec in it")?;
-        let record = self.container(&container)?;
-        let process = exec_process(&self.bundle_dir(&container), &request.cmd, request.tty)?;
+        let record = self.running_container(&request.container_id, "exec in it")?;
+        let container = record.id;
+        let process = exec_process(
+            &self.bundle_dir(&container),
+            &request.cmd,
+            request.stdio.tty,
+        )?;
         let shim = self.shims.get(&record.sandbox_id)?;
         let exec_id = new_id()?[..32].to_string();
         let ProcessStreams {
@@ -172,7 +181,7 @@ impl Cri {
         };
         let (stdout_fifo, stderr_fifo) = (open_output(&fifos.stdout)?, open_output(&fifos.stderr)?);
         let io = TaskIo {
-            terminal: request.tty,
+            terminal: request.stdio.tty,
             stdin: fifos.stdin.clone(),
         };
         let files = ExecOutputFiles {
@@ -240,13 +249,7 @@ impl Cri {
         request: AttachSession,
         streams: ProcessStreams,
     ) -> Result<(), CriError> {
-        let container = self.container(&request.container_id)?;
-        if !container.is_running() {
-            return Err(CriError::FailedPrecondition(format!(
-                "container {} is not running: cannot attach to it",
-                container.id
-            )));
-        }
+        let container = self.running_container(&request.container_id, "attach to it")?;
         let shim = self.shims.get(&container.sandbox_id)?;
         let ProcessStreams {
             stdin,
@@ -406,14 +409,14 @@ fn pass_resizes(
 
 /// kubelet's rules for a session's streams: at least one, and no stderr with a terminal
 /// (whose output is all one stream).
-fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), CriError> {
-    if !(stdin || stdout || stderr) {
+fn check_streams(stdio: SessionStdio) -> Result<(), CriError> {
+    if !(stdio.stdin || stdio.stdout || stdio.stderr) {
         return Err(CriError::invalid(
             "stdin",
             "one of stdin, stdout and stderr must be set",
         ));
     }
-    if tty && stderr {
+    if stdio.tty && stdio.stderr {
         return Err(CriError::invalid(
             "stderr",
             "cannot be set with tty: a terminal's output is all on stdout",
@@ -484,11 +487,17 @@ mod tests {
 
     #[test]
     fn a_session_needs_a_stream_and_no_stderr_with_a_terminal() {
-        assert!(check_streams(false, true, true, false).is_ok());
-        assert!(check_streams(true, true, false, true).is_ok());
-        let none = check_streams(false, false, false, false).unwrap_err();
+        let stdio = |stdin, stdout, stderr, tty| SessionStdio {
+            tty,
+            stdin,
+            stdout,
+            stderr,
+        };
+        assert!(check_streams(stdio(false, true, true, false)).is_ok());
+        assert!(check_streams(stdio(true, true, false, true)).is_ok());
+        let none = check_streams(stdio(false, false, false, false)).unwrap_err();
         assert!(none.to_string().contains("stdin"), "{none}");
-        let both = check_streams(false, true, true, true).unwrap_err();
+        let both = check_streams(stdio(false, true, true, true)).unwrap_err();
         assert!(both.to_string().contains("stderr"), "{both}");
     }
 }

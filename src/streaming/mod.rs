@@ -79,21 +79,24 @@ pub enum StreamRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AttachSession {
     pub container_id: String,
+    pub stdio: SessionStdio,
+}
+
+/// Which stdio streams a session carries, and whether with a terminal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStdio {
     pub tty: bool,
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
 }
 
-/// An exec session's request: the command and which stdio streams it gets.
+/// An exec session's request: the command and its stdio.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecSession {
     pub container_id: String,
     pub cmd: Vec<String>,
-    pub tty: bool,
-    pub stdin: bool,
-    pub stdout: bool,
-    pub stderr: bool,
+    pub stdio: SessionStdio,
 }
 
 /// A port-forward session's request: the pod whose ports it reaches.

@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 use super::spdy::Stream;
 use super::{
-    AttachSession, Backend, BackendError, ExecSession, ProcessStreams, SpdySession, TerminalSize,
+    AttachSession, Backend, BackendError, ExecSession, ProcessStreams, SessionStdio, SpdySession,
+    TerminalSize,
 };
 
 /// The protocols spoken, most preferred first (the client's order decides).
@@ -47,13 +48,13 @@ struct Wanted {
 }
 
 impl Wanted {
-    fn new(protocol: &str, stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Wanted {
+    fn new(protocol: &str, stdio: SessionStdio) -> Wanted {
         let resizes_supported = matches!(protocol, "v4.channel.k8s.io" | "v3.channel.k8s.io");
         Wanted {
-            stdin,
-            stdout,
-            stderr: stderr && !tty,
-            resize: tty && resizes_supported,
+            stdin: stdio.stdin,
+            stdout: stdio.stdout,
+            stderr: stdio.stderr && !stdio.tty,
+            resize: stdio.tty && resizes_supported,
         }
     }
 }
@@ -85,13 +86,7 @@ pub async fn serve_exec<B: Backend>(
     request: ExecSession,
     backend: &B,
 ) {
-    let wanted = Wanted::new(
-        protocol,
-        request.stdin,
-        request.stdout,
-        request.stderr,
-        request.tty,
-    );
+    let wanted = Wanted::new(protocol, request.stdio);
     let command = request.cmd.clone();
     serve(session, protocol, wanted, |streams| async move {
         backend
@@ -110,13 +105,7 @@ pub async fn serve_attach<B: Backend>(
     request: AttachSession,
     backend: &B,
 ) {
-    let wanted = Wanted::new(
-        protocol,
-        request.stdin,
-        request.stdout,
-        request.stderr,
-        request.tty,
-    );
+    let wanted = Wanted::new(protocol, request.stdio);
     let connection = session.connection.clone();
     serve(session, protocol, wanted, |streams| async move {
         // An attach lasts as long as its container: a client that leaves ends it (an
@@ -284,11 +273,17 @@ mod tests {
 
     #[test]
     fn the_streams_wanted_follow_the_request_and_the_protocol() {
-        let tty = Wanted::new("v4.channel.k8s.io", true, true, true, true);
+        let stdio = |stdin, stdout, stderr, tty| SessionStdio {
+            tty,
+            stdin,
+            stdout,
+            stderr,
+        };
+        let tty = Wanted::new("v4.channel.k8s.io", stdio(true, true, true, true));
         assert!(tty.stdin && tty.stdout && !tty.stderr && tty.resize);
-        let old = Wanted::new("v2.channel.k8s.io", false, true, true, true);
+        let old = Wanted::new("v2.channel.k8s.io", stdio(false, true, true, true));
         assert!(!old.stdin && old.stdout && !old.stderr && !old.resize);
-        let plain = Wanted::new("v4.channel.k8s.io", false, true, true, false);
+        let plain = Wanted::new("v4.channel.k8s.io", stdio(false, true, true, false));
         assert!(plain.stdout && plain.stderr && !plain.resize);
     }
 
