@@ -25,7 +25,6 @@ use crate::cri::api::{
     StopPodSandboxRequest,
 };
 use crate::cri::client::CriClient;
-use crate::streaming::client::ExecIo;
 
 /// Width of the COMMAND column, as Docker cuts it.
 const COMMAND_WIDTH: usize = 20;
@@ -458,13 +457,7 @@ pub async fn exec(
         .into_inner()
         .url;
     let _raw = tty.then(terminal::RawMode::enter).flatten();
-    let io = ExecIo {
-        stdin: interactive.then(|| Box::new(tokio::io::stdin()) as _),
-        stdout: Some(Box::new(tokio::io::stdout())),
-        stderr: (!tty).then(|| Box::new(tokio::io::stderr()) as _),
-        tty,
-        resizes: tty.then(terminal::window_sizes).flatten(),
-    };
+    let io = terminal::session_io(interactive, tty);
     Ok(crate::streaming::client::exec(&url, io).await?)
 }
 
@@ -504,13 +497,7 @@ pub async fn attach(address: &str, key: &str, no_stdin: bool) -> Result<i32, Cli
         Err(status) => return Err(rpc_error("Attach")(status)),
     };
     let raw = tty.then(terminal::RawMode::enter).flatten();
-    let io = ExecIo {
-        stdin: stdin.then(|| Box::new(tokio::io::stdin()) as _),
-        stdout: Some(Box::new(tokio::io::stdout())),
-        stderr: (!tty).then(|| Box::new(tokio::io::stderr()) as _),
-        tty,
-        resizes: tty.then(terminal::window_sizes).flatten(),
-    };
+    let io = terminal::session_io(stdin, tty);
     crate::streaming::client::attach(&url, io).await?;
     drop(raw);
     let (status, _) = container_status(&mut client, &container.id, false).await?;

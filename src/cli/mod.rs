@@ -9,7 +9,7 @@
 //! - `logs`: `crius logs`, and the log following of a foreground `crius run`.
 //! - `ports`: `crius run -p`, `crius port`, and the PORTS column of `crius ps`.
 //! - `resolve`: which container or pod a user's id prefix or name means.
-//! - `terminal`: raw mode and window sizes for `crius exec -t`.
+//! - `terminal`: this process's stdio for `crius exec` and `attach`: raw mode, window sizes.
 
 mod containers;
 mod images;

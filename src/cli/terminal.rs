@@ -1,15 +1,29 @@
-//! This process's terminal during `crius exec -t`: raw mode while the session runs, so
-//! that keys reach the command as typed (^C included), and the window's size, passed on
-//! to the command's terminal as it changes.
+//! This process's stdio and terminal during `crius exec` and `crius attach`: raw mode
+//! while a session with a terminal runs, so that keys reach the command as typed (^C
+//! included), and the window's size, passed on to the command's terminal as it changes.
 
 use nix::libc;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+use crate::streaming::client::ExecIo;
 use crate::streaming::TerminalSize;
 
 nix::ioctl_read_bad!(window_size, libc::TIOCGWINSZ, libc::winsize);
+
+/// This process's stdio for an exec or attach session: its stdin passed on when `stdin`,
+/// its stdout, and its stderr unless with a terminal (`tty`), whose size changes are
+/// passed on.
+pub fn session_io(stdin: bool, tty: bool) -> ExecIo {
+    ExecIo {
+        stdin: stdin.then(|| Box::new(tokio::io::stdin()) as _),
+        stdout: Some(Box::new(tokio::io::stdout())),
+        stderr: (!tty).then(|| Box::new(tokio::io::stderr()) as _),
+        tty,
+        resizes: tty.then(window_sizes).flatten(),
+    }
+}
 
 /// Raw mode on stdin, undone when dropped.
 pub struct RawMode {
