@@ -34,6 +34,7 @@ use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, sethostname, setsi
 use super::events::EventPublisher;
 use super::pid_namespace::PidNamespaceInit;
 use super::reaper::Reaper;
+use super::removed;
 use super::resident::{IdleTrimmer, IDLE_INTERVAL};
 use super::runc::{dev_null, OciRuntime, Runc};
 use super::task::TaskService;
@@ -388,15 +389,10 @@ pub fn delete(
     }
     let served = std::os::unix::net::UnixStream::connect(socket).is_ok();
     if !served {
-        match std::fs::remove_file(socket) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                return Err(ShimError::Io {
-                    what: "remove the dead shim's socket",
-                    source: err,
-                })
-            }
-            _ => {}
-        }
+        removed(
+            std::fs::remove_file(socket),
+            "remove the dead shim's socket",
+        )?;
     }
     let response = DeleteResponse {
         exit_status: 128 + nix::libc::SIGKILL as u32,

@@ -36,7 +36,7 @@ use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::{self, context, Server, TtrpcContext};
 use containerd_shim_protos::{create_events, Events, EventsClient};
 
-use super::ShimError;
+use super::{removed, ShimError};
 
 /// The ttrpc metadata key that carries a request's containerd namespace.
 pub const NAMESPACE_HEADER: &str = "containerd-namespace-ttrpc";
@@ -641,15 +641,7 @@ impl EventServer {
                 socket.display()
             )));
         }
-        match std::fs::remove_file(socket) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                return Err(ShimError::Io {
-                    what: "remove a stale events socket",
-                    source: err,
-                })
-            }
-            _ => {}
-        }
+        removed(std::fs::remove_file(socket), "remove a stale events socket")?;
         if let Some(parent) = socket.parent() {
             std::fs::create_dir_all(parent).map_err(|source| ShimError::Io {
                 what: "create the events socket's directory",

@@ -35,6 +35,7 @@ use super::daemon::{attach_socket_of, PodNamespaces};
 use super::events::{EventServer, TaskEvents};
 use super::launcher::{Bootstrap, Launcher, ShimCommand};
 use super::metrics::{unpack, TaskMetrics};
+use super::removed;
 use super::runc::OciRuntime;
 use super::stdio_uri::file_uri;
 use super::task::check_exec_id;
@@ -340,16 +341,10 @@ impl ShimManager {
     /// Deletes the directory of the exited shim of `sandbox_id` (its logs, bootstrap, the
     /// runtime's state) and its socket, if left. Deleting what is gone succeeds.
     pub fn remove_files(&self, sandbox_id: &str) -> Result<(), ShimError> {
-        let gone = |result: std::io::Result<()>| match result {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(ShimError::Io {
-                what: "remove the shim's files",
-                source: err,
-            }),
-            _ => Ok(()),
-        };
-        gone(std::fs::remove_dir_all(self.shim_dir(sandbox_id)))?;
-        gone(std::fs::remove_file(self.attach_socket(sandbox_id)))?;
-        gone(std::fs::remove_file(self.sockets.join(sandbox_id)))
+        let what = "remove the shim's files";
+        removed(std::fs::remove_dir_all(self.shim_dir(sandbox_id)), what)?;
+        removed(std::fs::remove_file(self.attach_socket(sandbox_id)), what)?;
+        removed(std::fs::remove_file(self.sockets.join(sandbox_id)), what)
     }
 
     /// Connects to the running shim of `sandbox_id` (after a criusd restart).

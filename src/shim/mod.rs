@@ -103,3 +103,14 @@ impl From<ShimError> for ttrpc::Error {
         ttrpc::Error::RpcStatus(ttrpc::get_status(code, err.to_string()))
     }
 }
+
+/// The outcome of removing a file or directory, one that was not there counting as
+/// removed; `what` says what was being removed.
+fn removed(result: std::io::Result<()>, what: &'static str) -> Result<(), ShimError> {
+    match result {
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+            Err(ShimError::Io { what, source })
+        }
+        _ => Ok(()),
+    }
+}
