@@ -60,15 +60,13 @@ async fn exec_sessions_carry_stdio_exit_codes_and_terminals(handler: &str) {
     let logs = tempfile::tempdir().unwrap();
     let config = pod_config("streams", logs.path());
     let pod = run_pod_on(&mut client, &config, handler).await;
-    let id = create(
+    let id = run_in_pod(
         &mut client,
         &pod,
         &config,
         container_config("c", &image, &["sleep", "3600"]),
     )
-    .await
-    .unwrap();
-    start(&mut client, &id).await;
+    .await;
 
     // stdout and stderr apart, and the exit code.
     let url = exec_url(
@@ -271,8 +269,7 @@ async fn attach_sessions_join_the_containers_own_stdio(handler: &str) {
     // stdin without stdin_once: it stays open across sessions.
     let mut shell = container_config("shell", &image, &["sh"]);
     shell.stdin = true;
-    let shell = create(&mut client, &pod, &config, shell).await.unwrap();
-    start(&mut client, &shell).await;
+    let shell = run_in_pod(&mut client, &pod, &config, shell).await;
     let mut first = attach_and_type(&mut client, &shell, "echo one; echo two >&2\n", "one\n").await;
     assert_eq!(first.seen, "one\n");
     // Output arrives as printed, not line by line: a prompt shows before its newline.
@@ -302,8 +299,7 @@ async fn attach_sessions_join_the_containers_own_stdio(handler: &str) {
     // stdin_once: the first session's stdin ending closes the container's.
     let mut once = container_config("once", &image, &["sh"]);
     (once.stdin, once.stdin_once) = (true, true);
-    let once = create(&mut client, &pod, &config, once).await.unwrap();
-    start(&mut client, &once).await;
+    let once = run_in_pod(&mut client, &pod, &config, once).await;
     let once_attached = attach_and_type(&mut client, &once, "echo hello\n", "hello\n").await;
     assert_eq!(once_attached.seen, "hello\n");
     drop(once_attached.typing);
@@ -315,15 +311,13 @@ async fn attach_sessions_join_the_containers_own_stdio(handler: &str) {
     assert_eq!(wait_exited(&mut client, &once).await.exit_code, 0);
 
     // No stdin to attach to, and nothing to attach to once exited.
-    let plain = create(
+    let plain = run_in_pod(
         &mut client,
         &pod,
         &config,
         container_config("plain", &image, &["sleep", "60"]),
     )
-    .await
-    .unwrap();
-    start(&mut client, &plain).await;
+    .await;
     let refused = client
         .runtime
         .attach(AttachRequest {
@@ -361,15 +355,13 @@ async fn port_forward_reaches_the_pods_loopback(handler: &str) {
         "-c",
         "mkdir -p /www && echo forwarded > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www",
     ];
-    let id = create(
+    run_in_pod(
         &mut client,
         &pod,
         &config,
         container_config("web", &image, &server),
     )
-    .await
-    .unwrap();
-    start(&mut client, &id).await;
+    .await;
     let url = client
         .runtime
         .port_forward(PortForwardRequest {

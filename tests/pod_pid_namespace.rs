@@ -60,18 +60,6 @@ fn host_pid_namespace() -> PathBuf {
     std::fs::read_link("/proc/self/ns/pid").unwrap()
 }
 
-/// Creates and starts `container` in `pod`.
-async fn run_in_pod(
-    client: &mut CriClient,
-    pod: &str,
-    config: &PodSandboxConfig,
-    container: ContainerConfig,
-) -> String {
-    let id = create(client, pod, config, container).await.unwrap();
-    start(client, &id).await;
-    id
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_of_a_pod_share_its_pid_namespace_whose_pid_1_is_not_theirs() {
     let registry = Registry::start();

@@ -12,11 +12,10 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::bundles::busybox_bundle as bundle;
-use common::processes_mentioning;
+use common::{processes_mentioning, unique_number};
 use crius::shim::console::DIR_PREFIX;
 use crius::shim::daemon::PodNamespaces;
 use crius::shim::manager::{
@@ -63,18 +62,6 @@ on_each_runtime!(
 
 fn shim_manager(dir: &Path) -> ShimManager {
     ShimManager::new(Path::new(env!("CARGO_BIN_EXE_crius-shim")), dir).unwrap()
-}
-
-/// A number no other test uses at the same time: the tests of both runtimes run in one
-/// process, and container ids name cgroups.
-fn unique_number() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    // Of one width, so that none is a prefix of another.
-    format!(
-        "{}{:04}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn unique(name: &str) -> String {

@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -38,12 +37,7 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// A name no other test of this run uses: containerd namespaces name runc roots and
 /// socket hashes, container ids name cgroups.
 fn unique(name: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "crius-test-{name}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("crius-test-{name}-{}", common::unique_number())
 }
 
 /// containerd-shim-runc-v2's runtime options (`containerd.runc.v1.Options`) with runc's
@@ -188,21 +182,7 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         // Only what a failed test left: each step is a no-op for what is gone.
         if let Some(state) = &self.runc_state {
-            let listed = std::process::Command::new(RUNC)
-                .arg("--root")
-                .arg(state)
-                .args(["list", "-q"])
-                .output();
-            let ids = listed
-                .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
-                .unwrap_or_default();
-            for id in ids.lines() {
-                let _ = std::process::Command::new(RUNC)
-                    .arg("--root")
-                    .arg(state)
-                    .args(["delete", "-f", id])
-                    .status();
-            }
+            common::force_delete_containers(RUNC, state);
         }
         if let Some(pid) = self.shim_pid {
             if Path::new(&format!("/proc/{pid}")).exists() {

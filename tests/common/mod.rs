@@ -18,6 +18,7 @@ pub mod token_server;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crius::cri::api::{AuthConfig, ImageSpec, PullImageRequest};
@@ -27,6 +28,18 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 
 use network::TestNetwork;
+
+/// A number no other test of this run uses at the same time (the tests of one binary
+/// share a process): container ids name cgroups, namespaces name runc roots. Of one
+/// width, so that none is a prefix of another.
+pub fn unique_number() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{}{:04}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 /// How long a daemon may take to start serving or to stop.
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(10);
@@ -293,26 +306,32 @@ pub fn assert_nothing_left_under(dir: &Path) {
     );
 }
 
+/// Deletes, killing them, the containers that the OCI runtime `runc` (a runc command
+/// line) keeps under state directory `root`; nothing when there are none.
+pub fn force_delete_containers(runc: &str, root: &Path) {
+    let listed = Command::new(runc)
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output();
+    let ids = listed
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    for id in ids.lines() {
+        let _ = Command::new(runc)
+            .arg("--root")
+            .arg(root)
+            .args(["delete", "-f", id])
+            .status();
+    }
+}
+
 /// Removes what a failed test's daemon left under `dir`: containers (through runc, with
 /// each shim's private runc root), shims (by pid), then mounts, deepest first.
 pub fn tear_down_leftovers(dir: &Path) {
     if let Ok(shims) = std::fs::read_dir(dir.join("state/shims")) {
         for runc_root in shims.flatten().map(|shim| shim.path().join("runc")) {
-            let listed = Command::new("runc")
-                .arg("--root")
-                .arg(&runc_root)
-                .args(["list", "-q"])
-                .output();
-            let ids = listed
-                .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
-                .unwrap_or_default();
-            for id in ids.lines() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&runc_root)
-                    .args(["delete", "-f", id])
-                    .status();
-            }
+            force_delete_containers("runc", &runc_root);
         }
     }
     let needle = dir.to_string_lossy().into_owned();

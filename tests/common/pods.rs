@@ -245,6 +245,18 @@ pub async fn pod_status(client: &mut CriClient, pod: &str) -> PodSandboxStatusRe
         .into_inner()
 }
 
+/// Creates and starts `container` in `pod`; its id.
+pub async fn run_in_pod(
+    client: &mut CriClient,
+    pod: &str,
+    config: &PodSandboxConfig,
+    container: ContainerConfig,
+) -> String {
+    let id = create(client, pod, config, container).await.unwrap();
+    start(client, &id).await;
+    id
+}
+
 /// Runs a pod with one long-running container executing `command`; returns the pod and
 /// container ids.
 pub async fn run_pod_with(
@@ -255,10 +267,7 @@ pub async fn run_pod_with(
 ) -> (String, String) {
     let pod = run_pod(client, config).await;
     let name = config.metadata.as_ref().map_or("c", |m| m.name.as_str());
-    let id = create(client, &pod, config, container_config(name, image, command))
-        .await
-        .unwrap();
-    start(client, &id).await;
+    let id = run_in_pod(client, &pod, config, container_config(name, image, command)).await;
     (pod, id)
 }
 
